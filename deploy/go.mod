@@ -1,0 +1,3 @@
+module example.com/todoapp/deploy
+
+go 1.26.0
