@@ -16,7 +16,7 @@ KUSTOMIZE_VERSION := v5.8.1
 MODULES := proto auth-service todo-service deploy
 GO_PACKAGES := ./proto/... ./auth-service/... ./todo-service/... ./deploy/...
 
-.PHONY: all build run test proto lint tools clean
+.PHONY: all build run test fuzz proto lint validate tools clean
 
 all: build
 
@@ -41,11 +41,12 @@ $(BIN)/kubeconform:
 $(BIN)/kustomize:
 	go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/kubeconform $(BIN)/kustomize
 
 ## proto: regenerate the Go code from proto/ with pinned plugins.
 proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	cd proto && rm -rf gen && $(BIN)/buf generate
+	cd proto && $(BIN)/buf build --as-file-descriptor-set -o gen/todoapp.binpb
 
 ## build: build both service binaries into bin/.
 build:
@@ -59,6 +60,15 @@ run: build $(BIN)/grpcurl
 ## test: every unit, store and end-to-end test of every module.
 test:
 	go test -count=1 $(GO_PACKAGES)
+
+## fuzz: run the access-token parser fuzz target for FUZZTIME.
+FUZZTIME ?= 1m
+fuzz:
+	go test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./proto/accesstoken
+
+## validate: render each Kubernetes overlay and check it against the schemas.
+validate: $(BIN)/kustomize $(BIN)/kubeconform
+	./deploy/validate.sh
 
 ## lint: gofmt, go vet and buf lint.
 lint: $(BIN)/buf
