@@ -1,0 +1,128 @@
+// Package store keeps the auth service's users, sessions, refresh tokens and
+// login-failure counters in PostgreSQL or SQLite through sqlx.
+//
+// Times are stored as BIGINT Unix microseconds in both dialects, so both
+// stores behave the same in Go.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"  // registers the "postgres" driver
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Dialect names the SQL database behind a Store.
+type Dialect string
+
+// Dialects supported by Open.
+const (
+	Postgres Dialect = "postgres"
+	SQLite   Dialect = "sqlite"
+)
+
+// Config selects the database that Open connects to.
+type Config struct {
+	// DatabaseURL is a postgres:// or postgresql:// URL. When it is empty,
+	// Open uses the SQLite file at SQLitePath.
+	DatabaseURL string
+	// SQLitePath is the SQLite database file, created with its parent
+	// directory when missing.
+	SQLitePath string
+}
+
+// Store is the auth service's database handle.
+type Store struct {
+	db      *sqlx.DB
+	dialect Dialect
+}
+
+// Open connects to the database that cfg names and checks that it answers.
+// It does not apply migrations: call Migrate for that.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	dialect, dsn, err := resolve(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	db, err := sqlx.Open(string(dialect), dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)
+	}
+	return &Store{db: db, dialect: dialect}, nil
+}
+
+func resolve(cfg Config) (Dialect, string, error) {
+	url := strings.TrimSpace(cfg.DatabaseURL)
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return Postgres, url, nil
+	case url != "":
+		return "", "", fmt.Errorf("unsupported database URL scheme in %q: use postgres:// or leave it empty for SQLite", redactURL(url))
+	}
+
+	if cfg.SQLitePath == "" {
+		return "", "", errors.New("missing SQLite path: set a database URL or a data directory")
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.SQLitePath), 0o700); err != nil {
+		return "", "", fmt.Errorf("create directory for SQLite database: %w", err)
+	}
+
+	// WAL lets readers run beside one writer. busy_timeout makes a writer
+	// wait for the lock instead of failing at once, and _txlock=immediate
+	// takes the write lock at BEGIN, so two transactions never deadlock
+	// while both try to upgrade a read lock.
+	dsn := "file:" + cfg.SQLitePath +
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	return SQLite, dsn, nil
+}
+
+// redactURL drops the user information from a URL so it can appear in an
+// error or a log line without a password.
+func redactURL(url string) string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return "(unparsable URL)"
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = "REDACTED@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+// Describe returns the store kind and location for a start-up log line,
+// without credentials.
+func (c Config) Describe() string {
+	if c.DatabaseURL != "" {
+		return "postgres " + redactURL(c.DatabaseURL)
+	}
+	return "sqlite " + c.SQLitePath
+}
+
+// DB returns the underlying handle, for packages that keep their own tables
+// in the same database (the signing-key manager).
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Dialect returns the SQL dialect of the database.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.db.PingContext(ctx)
+}
+
+// Close closes every connection.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
