@@ -1,17 +1,25 @@
 // Package jwks keeps the auth service's public signing keys for the todo
-// service: it fetches the JWKS document, refreshes it in the background and
-// resolves key ids for token verification.
+// service. A Cache fetches the JWKS document, refreshes it in the
+// background, persists the last good set and resolves key IDs for token
+// verification, so that requests never wait on the auth service beyond a
+// short bounded wait.
 package jwks
 
 import (
 	"context"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"example.com/todoapp/proto/accesstoken"
 )
 
 // Config holds the settings of a Cache.
@@ -22,13 +30,18 @@ type Config struct {
 	UnknownKidCooldown time.Duration // at most one unknown-kid refetch per cooldown
 	UnknownKidWait     time.Duration // longest a request waits for a refetch in flight
 	MaxStaleAge        time.Duration // beyond it PublicKey fails with ErrKeysUnavailable
-	FetchTimeout       time.Duration
-	MaxBodyBytes       int64
-	HTTPClient         *http.Client // nil: a client with the timeout and the same-host redirect rule
-	Now                func() time.Time
+	FetchTimeout       time.Duration // limit for one fetch, and for one Persister call
+	MaxBodyBytes       int64         // larger response bodies are rejected
+	// HTTPClient is the client for fetches. When nil, the Cache builds one
+	// with FetchTimeout and a redirect rule that rejects any change of
+	// scheme, host or port. A client whose CheckRedirect is nil gets the
+	// same redirect rule.
+	HTTPClient *http.Client
+	Now        func() time.Time // nil: time.Now
 }
 
-// DefaultConfig returns the default settings with an empty URL.
+// DefaultConfig returns the default settings. The URL is empty and must be
+// set.
 func DefaultConfig() Config {
 	return Config{
 		MinRefreshInterval: time.Minute,
@@ -41,6 +54,58 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate returns an error that lists every invalid setting.
+func (cfg Config) Validate() error {
+	var errs []error
+	if err := validateURL(cfg.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.MinRefreshInterval <= 0 {
+		errs = append(errs, fmt.Errorf("min refresh interval %s must be positive", cfg.MinRefreshInterval))
+	}
+	if cfg.MaxRefreshInterval < cfg.MinRefreshInterval {
+		errs = append(errs, fmt.Errorf("max refresh interval %s must not be less than the min refresh interval %s",
+			cfg.MaxRefreshInterval, cfg.MinRefreshInterval))
+	}
+	if cfg.UnknownKidCooldown <= 0 {
+		errs = append(errs, fmt.Errorf("unknown-kid cooldown %s must be positive", cfg.UnknownKidCooldown))
+	}
+	if cfg.UnknownKidWait < 0 {
+		errs = append(errs, fmt.Errorf("unknown-kid wait %s must not be negative", cfg.UnknownKidWait))
+	}
+	if cfg.MaxStaleAge <= cfg.MaxRefreshInterval {
+		errs = append(errs, fmt.Errorf("max stale age %s must be greater than the max refresh interval %s",
+			cfg.MaxStaleAge, cfg.MaxRefreshInterval))
+	}
+	if cfg.FetchTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("fetch timeout %s must be positive", cfg.FetchTimeout))
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max body bytes %d must be positive", cfg.MaxBodyBytes))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid jwks config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return errors.New("jwks URL is missing")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid jwks URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("invalid jwks URL %q: scheme must be http or https", u.Redacted())
+	}
+	if u.Host == "" {
+		return fmt.Errorf("invalid jwks URL %q: host is missing", u.Redacted())
+	}
+	return nil
+}
+
 // Persister stores the last good key set (the raw JWKS JSON) so that a
 // restart while the auth service is down still verifies tokens.
 type Persister interface {
@@ -51,26 +116,281 @@ type Persister interface {
 }
 
 // Cache is a JWKS cache. It implements accesstoken.KeyResolver.
+//
+// Only a fetch that returns a valid set with at least one usable key
+// replaces the key set. Every other outcome keeps the last good set until it
+// is older than MaxStaleAge, counted from its fetch time.
 type Cache struct {
-	cfg Config
+	cfg       Config
+	persister Persister
+	logger    *slog.Logger
+	metrics   *metrics
+	client    *http.Client
+	now       func() time.Time
+
+	// wait blocks for d or until ctx is done and reports whether d passed.
+	// Tests replace it to drive the refresh loop without sleeping.
+	wait func(ctx context.Context, d time.Duration) bool
+
+	// set is the key set in use, nil until the first one is loaded.
+	set atomic.Pointer[keySet]
+
+	// ctx is cancelled by Close, and by the end of the context given to
+	// Start. Fetches and the refresh loop run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the refresh loop and fetches in flight
+
+	mu sync.Mutex // guards the fields below
+	// inflight is the fetch in progress; every caller that wants a fetch
+	// meanwhile waits for this one.
+	inflight *fetchCall
+	// lastUnknownRefetch is when the last fetch for an unknown kid started.
+	lastUnknownRefetch time.Time
+	started            bool
+	closed             bool
+	stopAfterFunc      func() bool
 }
 
-// New validates cfg and returns a Cache that does nothing until Start.
+// New validates cfg and returns a Cache that loads and fetches nothing until
+// Start. A nil Persister disables persistence, a nil logger discards logs and
+// a nil Registerer leaves the metrics unregistered. New returns an error when
+// cfg is invalid or when the metrics are already registered with reg.
 func New(cfg Config, p Persister, logger *slog.Logger, reg prometheus.Registerer) (*Cache, error) {
-	return &Cache{cfg: cfg}, nil
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	c := &Cache{
+		cfg:       cfg,
+		persister: p,
+		logger:    logger,
+		client:    newHTTPClient(cfg),
+		now:       cfg.Now,
+		wait:      waitTimer,
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	c.metrics = newMetrics(c)
+	if reg != nil {
+		if err := c.metrics.register(reg); err != nil {
+			c.cancel()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
-// Start loads the persisted key set and starts the background refresh.
-func (c *Cache) Start(ctx context.Context) {}
+// Start loads the persisted key set, if any, and starts the background
+// refresh, whose first fetch begins at once. Start returns without waiting
+// for that fetch. It waits at most FetchTimeout for the Persister. The
+// refresh runs until ctx is done or Close is called. Calls after the first
+// do nothing.
+func (c *Cache) Start(ctx context.Context) {
+	c.mu.Lock()
+	if c.started || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.started = true
+	c.stopAfterFunc = context.AfterFunc(ctx, c.cancel)
+	c.wg.Add(1)
+	c.mu.Unlock()
 
-// Ready reports whether a usable key set is loaded.
-func (c *Cache) Ready() bool { return false }
+	c.loadPersisted(ctx)
 
-// PublicKey returns the verification key with the given key id.
+	c.logger.Info("starting jwks refresh", "url", redactedURL(c.cfg.URL),
+		"min_refresh_interval", c.cfg.MinRefreshInterval, "max_refresh_interval", c.cfg.MaxRefreshInterval,
+		"unknown_kid_cooldown", c.cfg.UnknownKidCooldown, "max_stale_age", c.cfg.MaxStaleAge)
+	go c.run(c.ctx)
+}
+
+// Ready reports whether a key set is loaded and not older than MaxStaleAge.
+func (c *Cache) Ready() bool {
+	_, err := c.usableSet()
+	return err == nil
+}
+
+// PublicKey returns the RSA public key with the given key ID. It implements
+// accesstoken.KeyResolver and returns only two kinds of error:
+//
+//   - one wrapping accesstoken.ErrKeysUnavailable when no key set is loaded
+//     or the loaded one is older than MaxStaleAge;
+//   - one wrapping accesstoken.ErrUnknownKey when the set has no such key.
+//
+// For a kid that is not in the set, PublicKey starts a refetch unless one
+// started less than UnknownKidCooldown ago, and waits at most UnknownKidWait
+// for it. A refetch already in flight is joined, never repeated. A kid that
+// is empty, longer than 128 bytes or contains characters outside printable
+// ASCII never starts a fetch.
 func (c *Cache) PublicKey(ctx context.Context, kid string) (*rsa.PublicKey, error) {
-	// TODO: return accesstoken.ErrKeysUnavailable once that package lands.
-	return nil, errors.New("jwks: no key set loaded")
+	set, err := c.usableSet()
+	if err != nil {
+		return nil, err
+	}
+	if key, ok := set.keys[kid]; ok {
+		return key, nil
+	}
+
+	c.metrics.unknownKIDLookups.Inc()
+	if err := validateKID(kid); err != nil {
+		return nil, fmt.Errorf("%w: %w", accesstoken.ErrUnknownKey, err)
+	}
+
+	call := c.refetchForUnknownKID(kid)
+	if call == nil {
+		c.metrics.refetchesSuppressed.Inc()
+		return nil, fmt.Errorf("%w: kid %q is not in the key set, and the last refetch was less than %s ago",
+			accesstoken.ErrUnknownKey, kid, c.cfg.UnknownKidCooldown)
+	}
+	c.waitForFetch(ctx, call)
+
+	// The fetch may have replaced the set, or made it stale by failing.
+	set, err = c.usableSet()
+	if err != nil {
+		return nil, err
+	}
+	if key, ok := set.keys[kid]; ok {
+		return key, nil
+	}
+	return nil, fmt.Errorf("%w: kid %q is not in the key set", accesstoken.ErrUnknownKey, kid)
 }
 
-// Close stops the background refresh.
-func (c *Cache) Close() {}
+// Close stops the background refresh, cancels a fetch in flight and waits
+// for both to end. It unregisters the metrics. Later calls do nothing.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	stop := c.stopAfterFunc
+	c.mu.Unlock()
+
+	c.cancel()
+	if stop != nil {
+		stop()
+	}
+	c.wg.Wait()
+	c.client.CloseIdleConnections()
+	c.metrics.unregister()
+}
+
+// usableSet returns the key set in use, or an error wrapping
+// accesstoken.ErrKeysUnavailable when there is none or it is too old.
+func (c *Cache) usableSet() (*keySet, error) {
+	set := c.set.Load()
+	if set == nil {
+		return nil, fmt.Errorf("%w: no key set loaded yet", accesstoken.ErrKeysUnavailable)
+	}
+	if age := c.now().Sub(set.fetchedAt); age > c.cfg.MaxStaleAge {
+		return nil, fmt.Errorf("%w: key set fetched %s ago, more than the max stale age %s",
+			accesstoken.ErrKeysUnavailable, age.Round(time.Second), c.cfg.MaxStaleAge)
+	}
+	return set, nil
+}
+
+// refetchForUnknownKID returns the fetch in flight, or starts one if the
+// cooldown allows it, or returns nil when the cooldown suppresses it.
+func (c *Cache) refetchForUnknownKID(kid string) *fetchCall {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	if c.inflight != nil {
+		return c.inflight
+	}
+	now := c.now()
+	if !c.lastUnknownRefetch.IsZero() && now.Sub(c.lastUnknownRefetch) < c.cfg.UnknownKidCooldown {
+		return nil
+	}
+	c.lastUnknownRefetch = now
+	c.logger.Info("refetching key set for an unknown kid", "kid", kid)
+	return c.startFetchLocked()
+}
+
+// waitForFetch waits until call is done, ctx is done or UnknownKidWait has
+// passed, whichever comes first.
+func (c *Cache) waitForFetch(ctx context.Context, call *fetchCall) {
+	timer := time.NewTimer(c.cfg.UnknownKidWait)
+	defer timer.Stop()
+
+	select {
+	case <-call.done:
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+}
+
+// install makes set the key set in use.
+func (c *Cache) install(set *keySet) {
+	old := c.set.Swap(set)
+	if old == nil || !sameKeyIDs(old, set) {
+		c.logger.Info("key set updated", "key_ids", set.keyIDs(), "fetched_at", set.fetchedAt)
+	}
+}
+
+// loadPersisted installs the persisted key set if it passes the same checks
+// as a fetched one. Its age counts from the time it was fetched.
+func (c *Cache) loadPersisted(ctx context.Context) {
+	if c.persister == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
+	defer cancel()
+
+	body, fetchedAt, err := c.persister.LoadKeySet(ctx)
+	if err != nil {
+		c.metrics.persistErrors.WithLabelValues("load").Inc()
+		c.logger.Warn("failed to load the persisted key set", "err", err)
+		return
+	}
+	if body == nil {
+		c.logger.Info("no persisted key set")
+		return
+	}
+
+	parsed, err := parseKeySet(body)
+	if err != nil {
+		c.metrics.persistErrors.WithLabelValues("load").Inc()
+		c.logger.Warn("ignored the persisted key set", "err", err)
+		return
+	}
+	c.logRejectedKeys("persisted", parsed.rejected)
+
+	// A fetch time in the future, from a clock that ran ahead, would
+	// otherwise extend the set's life beyond MaxStaleAge.
+	if now := c.now(); fetchedAt.After(now) {
+		fetchedAt = now
+	}
+	c.install(&keySet{keys: parsed.keys, fetchedAt: fetchedAt})
+	if _, err := c.usableSet(); err != nil {
+		c.logger.Warn("persisted key set is too old to use", "err", err)
+	}
+}
+
+func waitTimer(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Redacted()
+}
