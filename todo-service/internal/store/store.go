@@ -1,0 +1,167 @@
+// Package store keeps todos and the cached JWKS in SQLite or PostgreSQL
+// through sqlx. Both dialects run the same queries (rewritten for their
+// placeholders) and store times as BIGINT unix microseconds, so callers see
+// the same behaviour on either.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"  // registers the "postgres" driver
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Errors returned by the store. Callers test them with errors.Is.
+var (
+	// ErrNotFound means the row does not exist or belongs to another user.
+	ErrNotFound = errors.New("not found")
+	// ErrETagMismatch means the stored todo has another etag than the one
+	// the caller expected.
+	ErrETagMismatch = errors.New("etag mismatch")
+	// ErrInvalidArgument means a value can never be stored, for example a
+	// text that is not valid UTF-8.
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+// Dialect names returned by Store.Dialect.
+const (
+	DialectSQLite   = "sqlite"
+	DialectPostgres = "postgres"
+)
+
+// SQLiteFileName is the database file created in the data directory when no
+// database URL is configured.
+const SQLiteFileName = "todo.db"
+
+// Options configures Open.
+type Options struct {
+	// DatabaseURL selects PostgreSQL when it is a postgres:// or
+	// postgresql:// URL. When empty, the store is the SQLite file
+	// SQLiteFileName inside DataDir.
+	DatabaseURL string
+	// DataDir is the directory of the SQLite file. It is created (0700)
+	// when missing.
+	DataDir string
+	// Now returns the current time. When nil, time.Now is used.
+	Now func() time.Time
+}
+
+// Store is a todo database. It is safe for concurrent use.
+type Store struct {
+	db      *sqlx.DB
+	dialect string
+	target  string
+	now     func() time.Time
+}
+
+// Open connects to the database that opts names and pings it. It applies no
+// migrations, because Migrate does that.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+
+	var (
+		s   *Store
+		err error
+	)
+	if opts.DatabaseURL == "" {
+		s, err = openSQLite(opts.DataDir)
+	} else {
+		s, err = openPostgres(opts.DatabaseURL)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.now = now
+
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("connect to %s database %s: %w", s.dialect, s.target, err)
+	}
+	return s, nil
+}
+
+func openSQLite(dataDir string) (*Store, error) {
+	if dataDir == "" {
+		return nil, errors.New("open sqlite store: data directory is empty")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, SQLiteFileName)
+
+	// WAL lets readers run beside the one writer. busy_timeout makes a
+	// second writer wait up to 10 s instead of failing at once. Immediate
+	// transactions take the write lock at BEGIN, so a transaction cannot
+	// fail with SQLITE_BUSY halfway, when it upgrades from reading to
+	// writing.
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sqlx.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite database %s: %w", path, err)
+	}
+	return &Store{db: db, dialect: DialectSQLite, target: path}, nil
+}
+
+func openPostgres(rawURL string) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// The parse error repeats the URL, which may contain a password.
+		return nil, errors.New("parse database URL: not a valid URL")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return nil, fmt.Errorf("database URL scheme %q is not supported: use postgres:// or leave the URL empty for SQLite", u.Scheme)
+	}
+
+	db, err := sqlx.Open("postgres", rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres database %s: %w", u.Redacted(), err)
+	}
+	db.SetMaxOpenConns(20)
+	db.SetMaxIdleConns(10)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	return &Store{db: db, dialect: DialectPostgres, target: u.Redacted()}, nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// Dialect returns DialectSQLite or DialectPostgres.
+func (s *Store) Dialect() string {
+	return s.dialect
+}
+
+// Target returns the SQLite file path or the PostgreSQL URL with its
+// password redacted, for logs.
+func (s *Store) Target() string {
+	return s.target
+}
+
+// Ping checks that the database responds.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.db.PingContext(ctx)
+}
+
+// DB returns the connection pool, for tests that inspect tables directly.
+func (s *Store) DB() *sqlx.DB {
+	return s.db
+}
+
+func (s *Store) rebind(query string) string {
+	if s.dialect == DialectPostgres {
+		return sqlx.Rebind(sqlx.DOLLAR, query)
+	}
+	return query
+}
