@@ -142,6 +142,16 @@ func StartAuth(tb testing.TB, extraArgs ...string) *Service {
 func StartTodo(tb testing.TB, auth *Service, extraArgs ...string) *Service {
 	tb.Helper()
 
+	s := NewTodo(tb, "http://"+auth.HTTPAddr, "http://"+auth.HTTPAddr+"/.well-known/jwks.json", extraArgs...)
+	s.Start(tb)
+	return s
+}
+
+// NewTodo prepares todo-service for the given issuer and JWKS URL on SQLite
+// in a temporary data directory and free loopback ports, without starting it.
+func NewTodo(tb testing.TB, issuer, jwksURL string, extraArgs ...string) *Service {
+	tb.Helper()
+
 	_, todoBin := Binaries(tb)
 	grpcAddr, httpAddr := FreeAddr(tb), FreeAddr(tb)
 	dataDir := tb.TempDir()
@@ -150,15 +160,13 @@ func StartTodo(tb testing.TB, auth *Service, extraArgs ...string) *Service {
 		"-grpc-addr", grpcAddr,
 		"-http-addr", httpAddr,
 		"-data-dir", dataDir,
-		"-issuer", "http://" + auth.HTTPAddr,
-		"-jwks-url", "http://" + auth.HTTPAddr + "/.well-known/jwks.json",
+		"-issuer", issuer,
+		"-jwks-url", jwksURL,
 		"-log-format", "json",
 	}
 	args = append(args, extraArgs...)
 
-	s := &Service{Name: "todo-service", GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DataDir: dataDir, bin: todoBin, args: args, logs: &lockedBuffer{}}
-	s.Start(tb)
-	return s
+	return &Service{Name: "todo-service", GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DataDir: dataDir, bin: todoBin, args: args, logs: &lockedBuffer{}}
 }
 
 // Start starts the process with the arguments it was created with and waits
