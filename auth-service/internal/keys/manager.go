@@ -1,0 +1,335 @@
+// Package keys manages the RSA keys that sign access tokens: it creates,
+// rotates, retires and deletes them in the database that every auth-service
+// replica shares, and publishes their public parts as a JWKS.
+//
+// A key moves next -> current -> retired -> deleted. A next key is
+// published for Config.PublishLead before it signs, and a retired key stays
+// published for Config.RetiredLifetime after it stops, so a verifier that
+// refreshes its copy of the JWKS in time never meets a token whose key it
+// lacks. Each replica polls the database; under a lock (a PostgreSQL
+// advisory lock, or the SQLite write lock) exactly one replica performs
+// each transition, and the others load the result on their next poll.
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"example.com/todoapp/proto/accesstoken"
+)
+
+// KeyInfo is the state and schedule of one stored key, as List returns it.
+type KeyInfo struct {
+	ID    string
+	State State
+	Bits  int
+	// CreateTime is when the key was generated and published.
+	CreateTime time.Time
+	// ActivateTime is when the key starts (next) or started (current,
+	// retired) to sign.
+	ActivateTime time.Time
+	// RetireTime is when the key stopped signing; zero unless retired.
+	RetireTime time.Time
+	// DeleteTime is when the key leaves the JWKS and the database; zero
+	// unless retired.
+	DeleteTime time.Time
+}
+
+// Manager keeps the signing keys of one replica in step with the database.
+// Its methods are safe for concurrent use.
+type Manager struct {
+	db      *sqlx.DB
+	kek     []byte
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+
+	// generateKey creates an RSA key. Tests replace it with a pool of
+	// pre-generated keys, because 2048-bit generation is slow.
+	generateKey func(bits int) (*rsa.PrivateKey, error)
+
+	mu       sync.RWMutex
+	snapshot *snapshot // guarded by mu; nil until the first load
+
+	lifeMu  sync.Mutex
+	started bool               // guarded by lifeMu
+	cancel  context.CancelFunc // guarded by lifeMu; stops the poll loop
+	done    chan struct{}      // guarded by lifeMu; closed when the poll loop ends
+}
+
+// NewManager returns a Manager over the signing_keys table of db, which
+// must be migrated. kek is the 32-byte key-encryption key that seals the
+// private keys. A nil reg registers no metrics.
+//
+// NewManager returns an error when cfg is invalid, kek has the wrong size
+// or the metrics cannot be registered. It does not touch the database.
+func NewManager(db *sqlx.DB, kek []byte, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
+	if db == nil {
+		return nil, errors.New("signing-key manager: database is nil")
+	}
+	if len(kek) != KEKSize {
+		return nil, fmt.Errorf("invalid key-encryption key: has %d bytes, must have %d", len(kek), KEKSize)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid signing-key configuration: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	m := &Manager{
+		db:     db,
+		kek:    append([]byte(nil), kek...),
+		cfg:    cfg,
+		logger: logger,
+		generateKey: func(bits int) (*rsa.PrivateKey, error) {
+			key, err := rsa.GenerateKey(rand.Reader, bits)
+			if err != nil {
+				return nil, fmt.Errorf("generate %d-bit RSA key: %w", bits, err)
+			}
+			return key, nil
+		},
+	}
+	met, err := newMetrics(reg, m.signingKeyAge)
+	if err != nil {
+		return nil, err
+	}
+	m.metrics = met
+	return m, nil
+}
+
+// Start creates the first key when the database has none, performs the
+// transitions that are due, loads the keys and starts polling the
+// database every Config.PollInterval until ctx ends or Close is called.
+// It returns an error when the keys cannot be loaded or decrypted (for
+// example under the wrong key-encryption key), or when called twice.
+func (m *Manager) Start(ctx context.Context) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.started {
+		return errors.New("signing-key manager already started")
+	}
+
+	if _, err := m.refresh(ctx); err != nil {
+		return err
+	}
+	s := m.loaded()
+	published := make([]string, 0, len(s.keys))
+	for _, k := range s.keys {
+		published = append(published, k.info.ID)
+	}
+	m.logger.Info("signing keys loaded",
+		"current_kid", s.current.info.ID, "next_kid", s.nextID(), "published_kids", published)
+
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	m.started, m.cancel, m.done = true, cancel, make(chan struct{})
+	go func() {
+		defer close(m.done)
+		defer stop()
+		m.poll(loopCtx)
+	}()
+	return nil
+}
+
+// Close stops the poll loop and waits for it to end. The keys already
+// loaded keep serving. Close is safe to call more than once and without
+// Start.
+func (m *Manager) Close() {
+	m.lifeMu.Lock()
+	cancel, done := m.cancel, m.done
+	m.lifeMu.Unlock()
+
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+func (m *Manager) poll(ctx context.Context) {
+	ticker := time.NewTicker(m.cfg.PollInterval)
+	defer ticker.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+
+		// One poll may wait for the transition lock and generate a key, so
+		// it gets a whole interval but at least ten seconds.
+		pollCtx, cancel := context.WithTimeout(ctx, max(m.cfg.PollInterval, 10*time.Second))
+		_, err := m.refresh(pollCtx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			m.metrics.refreshFailures.Inc()
+			m.logger.Error("refresh signing keys failed; keeping the keys loaded before", "err", err)
+		}
+	}
+}
+
+// refresh performs the transitions that are due, if any, and loads the
+// keys. It returns the transitions this replica performed.
+func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
+	records, err := selectKeys(ctx, m.db)
+	if err != nil {
+		return nil, err
+	}
+
+	// Checking without the lock first keeps replicas off the lock while
+	// nothing is due, which is nearly always.
+	var done []transition
+	if now := m.cfg.now(); !now.Before(m.cfg.dueTime(records)) {
+		done, err = m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
+			return m.applyDue(ctx, tx, records, now)
+		})
+		if err != nil {
+			return nil, err
+		}
+		m.record(done, "scheduled")
+		if records, err = selectKeys(ctx, m.db); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := m.load(records); err != nil {
+		return done, err
+	}
+	return done, nil
+}
+
+// record logs and counts the transitions this replica performed.
+func (m *Manager) record(done []transition, reason string) {
+	for _, t := range done {
+		level := slog.LevelInfo
+		if t.Kind == transitionDrop {
+			level = slog.LevelWarn
+		}
+		m.logger.Log(context.Background(), level, "signing key transition", "transition", t.Kind, "kid", t.KeyID)
+
+		switch {
+		case t.Kind == transitionActivate:
+			m.metrics.rotations.WithLabelValues(reason).Inc()
+		case t.Kind == transitionCreateCurrent && reason == "drop_current":
+			m.metrics.rotations.WithLabelValues(reason).Inc()
+		}
+	}
+}
+
+// SigningKey returns the key that signs new tokens. When the next key's
+// activation time has passed it returns the next key even before the
+// database records the change, so every replica switches at the same
+// moment. The error wraps accesstoken.ErrKeysUnavailable before Start.
+func (m *Manager) SigningKey(ctx context.Context) (accesstoken.SigningKey, error) {
+	s := m.loaded()
+	if s == nil {
+		return accesstoken.SigningKey{}, fmt.Errorf("signing keys not loaded: %w", accesstoken.ErrKeysUnavailable)
+	}
+	k := s.signingKey(m.cfg.now())
+	return accesstoken.SigningKey{ID: k.info.ID, Key: k.private}, nil
+}
+
+// PublicKey returns the public key of a published key (next, current or
+// retired), so the auth service verifies its own tokens as the todo
+// service does. It implements accesstoken.KeyResolver. The error wraps
+// accesstoken.ErrUnknownKey when no published key has that kid, and
+// accesstoken.ErrKeysUnavailable before Start.
+func (m *Manager) PublicKey(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+	s := m.loaded()
+	if s == nil {
+		return nil, fmt.Errorf("signing keys not loaded: %w", accesstoken.ErrKeysUnavailable)
+	}
+	k, ok := s.byID[kid]
+	if !ok {
+		return nil, accesstoken.ErrUnknownKey
+	}
+	return k.public, nil
+}
+
+// List returns every stored key, ordered by activation time, as the
+// database has it now. It works without Start.
+func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
+	records, err := selectKeys(ctx, m.db)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]KeyInfo, len(records))
+	for i, r := range records {
+		infos[i] = r.info()
+	}
+	return infos, nil
+}
+
+// Rotate starts a rotation now. It works without Start, so an operator
+// command can call it while the service runs, and the replicas load the
+// result on their next poll.
+//
+// Without dropCurrent the current key keeps signing until a next key has
+// been published for Config.PublishLead: an existing next key that was
+// published long enough ago signs at once, and otherwise a next key is
+// created and signs one lead from now. Verifiers never meet an unknown key.
+//
+// With dropCurrent (for a suspected leak) the current and next keys are
+// deleted, so they leave the JWKS at once and every token they signed
+// fails verification, and a fresh key signs immediately. Verifiers fetch
+// the fresh key when they first meet its kid. Retired keys stay.
+func (m *Manager) Rotate(ctx context.Context, dropCurrent bool) error {
+	now := m.cfg.now()
+	done, err := m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
+		return m.applyRotate(ctx, tx, records, now, dropCurrent)
+	})
+	if err != nil {
+		return err
+	}
+	reason := "manual"
+	if dropCurrent {
+		reason = "drop_current"
+	}
+	m.record(done, reason)
+
+	records, err := selectKeys(ctx, m.db)
+	if err != nil {
+		return err
+	}
+	return m.load(records)
+}
+
+func (r keyRecord) info() KeyInfo {
+	return KeyInfo{
+		ID:           r.ID,
+		State:        r.State,
+		Bits:         r.Bits,
+		CreateTime:   fromMicros(r.CreateTime),
+		ActivateTime: fromMicros(r.ActivateTime),
+		RetireTime:   fromNullMicros(r.RetireTime),
+		DeleteTime:   fromNullMicros(r.DeleteTime),
+	}
+}
+
+func (m *Manager) loaded() *snapshot {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.snapshot
+}
+
+// signingKeyAge returns how long the key that SigningKey returns has
+// signed, or zero before the first load.
+func (m *Manager) signingKeyAge() time.Duration {
+	s := m.loaded()
+	if s == nil {
+		return 0
+	}
+	now := m.cfg.now()
+	return now.Sub(s.signingKey(now).info.ActivateTime)
+}
