@@ -45,6 +45,7 @@ var (
 	errIssuedInFuture = errors.New("iat is in the future")
 	errIssuer         = errors.New("iss does not match the configured issuer")
 	errAudience       = errors.New("aud contains none of the configured audiences")
+	errAudienceCount  = errors.New("aud has too many entries")
 	errSubject        = errors.New("sub is missing or not a UUID")
 	errJTIMissing     = errors.New("jti is missing or empty")
 	errSIDMissing     = errors.New("sid is missing or empty")

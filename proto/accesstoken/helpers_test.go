@@ -2,9 +2,13 @@ package accesstoken
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -119,4 +123,82 @@ func splitToken(tb testing.TB, token string) (header, payload, signature string)
 		tb.Fatalf("token has %d segments, want 3", len(parts))
 	}
 	return parts[0], parts[1], parts[2]
+}
+
+const validHeader = `{"alg":"RS256","typ":"at+jwt","kid":"` + testKid + `"}`
+
+// claimOrder fixes the member order of payloads built by payloadJSON.
+var claimOrder = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "email"}
+
+// payloadJSON returns the JSON text of validClaims with some members
+// replaced by raw JSON text. An empty replacement drops the member.
+func payloadJSON(replace map[string]string) string {
+	c := validClaims()
+	values := map[string]string{
+		"iss":   strconv.Quote(c.Issuer),
+		"sub":   strconv.Quote(c.Subject),
+		"aud":   strconv.Quote(c.Audience[0]),
+		"exp":   strconv.FormatInt(c.Expiry.Unix(), 10),
+		"iat":   strconv.FormatInt(c.IssuedAt.Unix(), 10),
+		"nbf":   strconv.FormatInt(c.NotBefore.Unix(), 10),
+		"jti":   strconv.Quote(c.ID),
+		"sid":   strconv.Quote(c.SessionID),
+		"email": strconv.Quote(c.Email),
+	}
+	for name, value := range replace {
+		values[name] = value
+	}
+
+	var b strings.Builder
+	b.WriteByte('{')
+	for _, name := range claimOrder {
+		value := values[name]
+		if value == "" {
+			continue
+		}
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(name) + ":" + value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// unixText returns t as a NumericDate in JSON text.
+func unixText(t time.Time) string {
+	return strconv.FormatInt(t.Unix(), 10)
+}
+
+func b64(s string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(s))
+}
+
+// signRaw returns a compact JWS over the given header and payload JSON
+// text, signed with RS256 by key.
+func signRaw(tb testing.TB, key *rsa.PrivateKey, header, payload string) string {
+	tb.Helper()
+	input := b64(header) + "." + b64(payload)
+	digest := sha256.Sum256([]byte(input))
+	sig, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:])
+	if err != nil {
+		tb.Fatalf("SignPKCS1v15: %v", err)
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// signPayload signs payload JSON text under the valid header with the
+// test key.
+func signPayload(tb testing.TB, payload string) string {
+	tb.Helper()
+	key, _ := testKeys(tb)
+	return signRaw(tb, key, validHeader, payload)
+}
+
+// signHeader signs the valid payload under header JSON text with the test
+// key.
+func signHeader(tb testing.TB, header string) string {
+	tb.Helper()
+	key, _ := testKeys(tb)
+	return signRaw(tb, key, header, payloadJSON(nil))
 }

@@ -155,19 +155,25 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		}
 	}
 
-	// One buffer holds the decoded header, payload and signature.
-	buf := make([]byte, strictBase64.DecodedLen(len(headerText))+
+	// One buffer holds a copy of the token, which is the signing input
+	// and the decoder's source, followed by the decoded header, payload
+	// and signature. Its size is bounded by MaxTokenBytes.
+	buf := make([]byte, len(token)+
+		strictBase64.DecodedLen(len(headerText))+
 		strictBase64.DecodedLen(len(payloadText))+
 		strictBase64.DecodedLen(len(sigText)))
-	header, rest, err := decodeSegment(buf, headerText)
+	raw, rest := buf[:len(token)], buf[len(token):]
+	copy(raw, token)
+
+	header, rest, err := decodeSegment(rest, raw[:first])
 	if err != nil {
 		return nil, err
 	}
-	payload, rest, err := decodeSegment(rest, payloadText)
+	payload, rest, err := decodeSegment(rest, raw[first+1:second])
 	if err != nil {
 		return nil, err
 	}
-	sig, _, err := decodeSegment(rest, sigText)
+	sig, _, err := decodeSegment(rest, raw[second+1:])
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +203,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, invalid(errKeyTooSmall, fmt.Sprintf("kid %q has %d bits", kid, pub.N.BitLen()))
 	}
 
-	digest := sha256.Sum256([]byte(token[:second]))
+	digest := sha256.Sum256(raw[:second])
 	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
 		return nil, invalid(errBadSignature, "kid "+kid)
 	}
@@ -217,11 +223,9 @@ func isBase64URL(s string) bool {
 
 // decodeSegment decodes text into the front of buf and returns the
 // decoded bytes and the unused rest of buf.
-func decodeSegment(buf []byte, text string) (decoded, rest []byte, err error) {
+func decodeSegment(buf, text []byte) (decoded, rest []byte, err error) {
 	n := strictBase64.DecodedLen(len(text))
-	// The conversion of text to []byte is the copy that the decoder
-	// needs anyway; its size is bounded by MaxTokenBytes.
-	m, err := strictBase64.Decode(buf[:n], []byte(text))
+	m, err := strictBase64.Decode(buf[:n], text)
 	if err != nil {
 		return nil, nil, invalid(errBase64, "")
 	}
@@ -448,7 +452,7 @@ func (p *payloadClaims) readAudience(s *jsonScanner) error {
 				return invalid(errClaimType, "aud entry is not a string")
 			}
 			if p.audCount == maxAudiences {
-				return invalid(errAudience, fmt.Sprintf("more than %d entries", maxAudiences))
+				return invalid(errAudienceCount, fmt.Sprintf("more than %d", maxAudiences))
 			}
 			value, err := s.readString()
 			if err != nil {
