@@ -1,0 +1,4 @@
+package grpcserver
+
+// UserIDForTest exposes userID to the external test package.
+var UserIDForTest = userID

@@ -1,0 +1,185 @@
+package grpcserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// requestIDHeader is the metadata key of the request id. A valid id sent
+// by the client is kept, and the server sends the id back in the response
+// header.
+const requestIDHeader = "x-request-id"
+
+const maxRequestIDBytes = 128
+
+// callInfo gathers what the log line of one RPC reports beyond its status.
+type callInfo struct {
+	mu        sync.Mutex
+	requestID string
+	userID    string // guarded by mu
+	// cause is the detail of an error that the client sees only as a
+	// generic message. It is guarded by mu.
+	cause error
+}
+
+type callInfoKey struct{}
+
+// recordCause keeps err for the RPC's log line. Handlers call it for
+// errors whose detail the client does not see.
+func recordCause(ctx context.Context, err error) {
+	if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+		ci.mu.Lock()
+		ci.cause = err
+		ci.mu.Unlock()
+	}
+}
+
+func recordUserID(ctx context.Context, id string) {
+	if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+		ci.mu.Lock()
+		ci.userID = id
+		ci.mu.Unlock()
+	}
+}
+
+// observer writes one log line and the metrics of every RPC, and turns a
+// handler panic into INTERNAL.
+type observer struct {
+	logger   *slog.Logger
+	handled  *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newObserver(logger *slog.Logger, reg prometheus.Registerer) (*observer, error) {
+	o := &observer{
+		logger: logger,
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_handled_total",
+			Help: "RPCs completed by the server, by full method name and status code.",
+		}, []string{"grpc_method", "grpc_code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "grpc_server_handling_seconds",
+			Help:    "Time from the start of an RPC to its status, in seconds, by full method name.",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"grpc_method"}),
+	}
+	for _, c := range []prometheus.Collector{o.handled, o.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register gRPC metrics: %w", err)
+		}
+	}
+	return o, nil
+}
+
+// begin starts the bookkeeping of one RPC and returns the context the
+// handlers see.
+func (o *observer) begin(ctx context.Context) (context.Context, *callInfo) {
+	ci := &callInfo{requestID: requestID(ctx)}
+	ctx = context.WithValue(ctx, callInfoKey{}, ci)
+	// SetHeader fails only when headers were already sent, which cannot
+	// happen before the handler runs.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, ci.requestID))
+	return ctx, ci
+}
+
+// end records the outcome of one RPC.
+func (o *observer) end(ctx context.Context, method string, ci *callInfo, start time.Time, err error) {
+	elapsed := time.Since(start)
+	code := status.Code(err)
+	o.handled.WithLabelValues(method, code.String()).Inc()
+	o.duration.WithLabelValues(method).Observe(elapsed.Seconds())
+
+	ci.mu.Lock()
+	userID, cause := ci.userID, ci.cause
+	ci.mu.Unlock()
+
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("code", code.String()),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.String("request_id", ci.requestID),
+	}
+	if userID != "" {
+		attrs = append(attrs, slog.String("user_id", userID))
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer", p.Addr.String()))
+	}
+	if cause != nil {
+		attrs = append(attrs, slog.String("err", cause.Error()))
+	}
+
+	level := slog.LevelInfo
+	switch code {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		level = slog.LevelError
+	case codes.Unavailable:
+		level = slog.LevelWarn
+	}
+	o.logger.LogAttrs(ctx, level, "rpc", attrs...)
+}
+
+func (o *observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	ctx, ci := o.begin(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			recordCause(ctx, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, msgInternal)
+		}
+		o.end(ctx, info.FullMethod, ci, start, err)
+	}()
+	return handler(ctx, req)
+}
+
+func (o *observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
+	ctx, ci := o.begin(ss.Context())
+	defer func() {
+		if r := recover(); r != nil {
+			recordCause(ctx, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
+			err = status.Error(codes.Internal, msgInternal)
+		}
+		o.end(ctx, info.FullMethod, ci, start, err)
+	}()
+	return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+}
+
+// requestID returns the client's x-request-id when it is one value of
+// 1 to 128 characters from [A-Za-z0-9._:-], and a new UUID otherwise, so
+// that no client text of another shape reaches the logs.
+func requestID(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	values := md.Get(requestIDHeader)
+	if len(values) == 1 && isRequestID(values[0]) {
+		return values[0]
+	}
+	return uuid.NewString()
+}
+
+func isRequestID(s string) bool {
+	if s == "" || len(s) > maxRequestIDBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == ':' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

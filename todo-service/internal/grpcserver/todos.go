@@ -1,0 +1,213 @@
+package grpcserver
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	todov1 "example.com/todoapp/proto/gen/todo/v1"
+	"example.com/todoapp/todo-service/internal/store"
+)
+
+// Store is the storage the todo handlers use. *store.Store implements it.
+type Store interface {
+	CreateTodo(ctx context.Context, t store.Todo) (store.Todo, error)
+	GetTodo(ctx context.Context, userID, id string) (store.Todo, error)
+	ListTodos(ctx context.Context, p store.ListParams) ([]store.Todo, error)
+	UpdateTodo(ctx context.Context, u store.TodoUpdate) (store.Todo, error)
+	DeleteTodo(ctx context.Context, userID, id, etag string) error
+}
+
+// todoService implements todov1.TodoServiceServer. Every handler reads the
+// caller from the context, where the auth interceptor put it.
+type todoService struct {
+	todov1.UnimplementedTodoServiceServer
+	store Store
+}
+
+// updatablePaths are the update_mask paths UpdateTodo accepts.
+var updatablePaths = []string{"title", "description", "completed"}
+
+// CreateTodo implements the CreateTodo RPC.
+func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequest) (*todov1.CreateTodoResponse, error) {
+	var vs violations
+	todo := req.GetTodo()
+	if todo == nil {
+		vs.add("todo", "is required")
+	} else {
+		vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
+		vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
+	}
+	if err := vs.err(); err != nil {
+		return nil, err
+	}
+
+	created, err := s.store.CreateTodo(ctx, store.Todo{
+		UserID:      userID(ctx),
+		Title:       todo.GetTitle(),
+		Description: todo.GetDescription(),
+		Completed:   todo.GetCompleted(),
+	})
+	if err != nil {
+		return nil, storeError(ctx, err)
+	}
+	return &todov1.CreateTodoResponse{Todo: toProto(created)}, nil
+}
+
+// GetTodo implements the GetTodo RPC.
+func (s *todoService) GetTodo(ctx context.Context, req *todov1.GetTodoRequest) (*todov1.GetTodoResponse, error) {
+	var vs violations
+	vs.checkID("id", req.GetId())
+	if err := vs.err(); err != nil {
+		return nil, err
+	}
+
+	todo, err := s.store.GetTodo(ctx, userID(ctx), req.GetId())
+	if err != nil {
+		return nil, storeError(ctx, err)
+	}
+	return &todov1.GetTodoResponse{Todo: toProto(todo)}, nil
+}
+
+// ListTodos implements the ListTodos RPC. It reads one row more than the
+// page size to learn whether a next page exists.
+func (s *todoService) ListTodos(ctx context.Context, req *todov1.ListTodosRequest) (*todov1.ListTodosResponse, error) {
+	var vs violations
+	pageSize := int(req.GetPageSize())
+	switch {
+	case pageSize < 0:
+		vs.add("page_size", "must not be negative, got %d", pageSize)
+	case pageSize > MaxPageSize:
+		vs.add("page_size", "must be at most %d, got %d", MaxPageSize, pageSize)
+	case pageSize == 0:
+		pageSize = DefaultPageSize
+	}
+
+	var completed *bool
+	if req.Completed != nil {
+		completed = new(req.GetCompleted())
+	}
+	var after *store.Cursor
+	if req.GetPageToken() != "" {
+		cursor, err := decodePageToken(req.GetPageToken(), completed)
+		if err != nil {
+			vs.add("page_token", "must be the next_page_token of a previous ListTodos call with the same filter")
+		}
+		after = cursor
+	}
+	if err := vs.err(); err != nil {
+		return nil, err
+	}
+
+	todos, err := s.store.ListTodos(ctx, store.ListParams{
+		UserID:    userID(ctx),
+		Completed: completed,
+		After:     after,
+		Limit:     pageSize + 1,
+	})
+	if err != nil {
+		return nil, storeError(ctx, err)
+	}
+
+	resp := &todov1.ListTodosResponse{}
+	if len(todos) > pageSize {
+		todos = todos[:pageSize]
+		resp.NextPageToken = encodePageToken(todos[len(todos)-1], completed)
+	}
+	for _, todo := range todos {
+		resp.Todos = append(resp.Todos, toProto(todo))
+	}
+	return resp, nil
+}
+
+// UpdateTodo implements the UpdateTodo RPC.
+func (s *todoService) UpdateTodo(ctx context.Context, req *todov1.UpdateTodoRequest) (*todov1.UpdateTodoResponse, error) {
+	var vs violations
+	todo := req.GetTodo()
+	if todo == nil {
+		vs.add("todo", "is required")
+	} else {
+		vs.checkID("todo.id", todo.GetId())
+		vs.checkETag("todo.etag", todo.GetEtag())
+	}
+
+	update := store.TodoUpdate{
+		ID:     todo.GetId(),
+		UserID: userID(ctx),
+		ETag:   todo.GetEtag(),
+	}
+	paths := req.GetUpdateMask().GetPaths()
+	if len(paths) == 0 {
+		vs.add("update_mask", "must name at least one of the fields %s", strings.Join(updatablePaths, ", "))
+	}
+	for i, path := range paths {
+		switch path {
+		case "title":
+			vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
+			update.Title = new(todo.GetTitle())
+		case "description":
+			vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
+			update.Description = new(todo.GetDescription())
+		case "completed":
+			update.Completed = new(todo.GetCompleted())
+		default:
+			vs.add(fmt.Sprintf("update_mask.paths[%d]", i), "unknown field %q, the fields are %s",
+				truncate(path, 64), strings.Join(updatablePaths, ", "))
+		}
+	}
+	if err := vs.err(); err != nil {
+		return nil, err
+	}
+
+	updated, err := s.store.UpdateTodo(ctx, update)
+	if err != nil {
+		return nil, storeError(ctx, err)
+	}
+	return &todov1.UpdateTodoResponse{Todo: toProto(updated)}, nil
+}
+
+// DeleteTodo implements the DeleteTodo RPC.
+func (s *todoService) DeleteTodo(ctx context.Context, req *todov1.DeleteTodoRequest) (*todov1.DeleteTodoResponse, error) {
+	var vs violations
+	vs.checkID("id", req.GetId())
+	vs.checkETag("etag", req.GetEtag())
+	if err := vs.err(); err != nil {
+		return nil, err
+	}
+
+	if err := s.store.DeleteTodo(ctx, userID(ctx), req.GetId(), req.GetEtag()); err != nil {
+		return nil, storeError(ctx, err)
+	}
+	return &todov1.DeleteTodoResponse{}, nil
+}
+
+func toProto(t store.Todo) *todov1.Todo {
+	out := &todov1.Todo{
+		Id:          t.ID,
+		Title:       t.Title,
+		Description: t.Description,
+		Completed:   t.Completed,
+		CreateTime:  timestamppb.New(t.CreateTime),
+		UpdateTime:  timestamppb.New(t.UpdateTime),
+		Etag:        t.ETag,
+	}
+	if !t.CompleteTime.IsZero() {
+		out.CompleteTime = timestamppb.New(t.CompleteTime)
+	}
+	return out
+}
+
+// truncate shortens s to at most n bytes for an error message, cutting at a
+// rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
