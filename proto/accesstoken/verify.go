@@ -537,9 +537,12 @@ func (v *Verifier) checkClaims(p *payloadClaims) (*Claims, error) {
 	if p.exp <= p.iat {
 		return nil, invalid(errExpBeforeIat, "")
 	}
-	lifetime := time.Duration(p.exp-p.iat) * time.Second
-	if lifetime > v.maxLifetime {
-		return nil, invalid(errLifetime, fmt.Sprintf("%v, maximum %v", lifetime, v.maxLifetime))
+	// Compare in whole seconds: a difference of dates up to the year 9999
+	// would overflow time.Duration. Flooring the maximum is exact because
+	// the lifetime is a whole number of seconds.
+	lifetime := p.exp - p.iat
+	if maxSeconds := int64(v.maxLifetime / time.Second); lifetime > maxSeconds {
+		return nil, invalid(errLifetime, fmt.Sprintf("%ds, maximum %v", lifetime, v.maxLifetime))
 	}
 
 	now := v.now()

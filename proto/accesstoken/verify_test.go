@@ -244,6 +244,7 @@ func claimCases() []hostileCase {
 		{name: "exp equal to iat", token: claims(times(now.Add(time.Minute), now.Add(time.Minute), now)), want: errExpBeforeIat},
 		{name: "exp before iat", token: claims(times(now.Add(time.Minute), now.Add(2*time.Minute), now)), want: errExpBeforeIat},
 		{name: "lifetime above maximum", token: claims(times(now.Add(time.Hour), now.Add(-time.Second), now.Add(-time.Second))), want: errLifetime},
+		{name: "lifetime overflowing Duration", token: claims(map[string]string{"exp": "253402300799", "iat": "1", "nbf": "1"}), want: errLifetime},
 
 		{name: "expired beyond skew", token: claims(times(now.Add(-skew), now.Add(-10*time.Minute), now.Add(-10*time.Minute))), want: errExpired},
 		{name: "expired long ago", token: claims(times(now.Add(-24*time.Hour), now.Add(-25*time.Hour), now.Add(-25*time.Hour))), want: errExpired},
