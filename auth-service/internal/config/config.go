@@ -172,8 +172,9 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 	return value, value != ""
 }
 
-// Validate returns an error listing every invalid setting. It opens no
-// file except to check that the -kek-file exists.
+// Validate returns an error listing every invalid setting, without the
+// key-encryption key, which only the commands that touch signing keys need
+// (see ValidateKEKSource). It opens no file.
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -220,9 +221,6 @@ func (c Config) Validate() error {
 	if err := c.Keys.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("invalid -key-* settings: %w", err))
 	}
-	if err := c.checkKEKSource(); err != nil {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 
@@ -263,9 +261,9 @@ func validateThrottle(t auth.ThrottleConfig) error {
 	return errors.Join(errs...)
 }
 
-// checkKEKSource checks that a KEK is configured, and that an AUTH_KEK value
-// decodes, without reading -kek-file.
-func (c Config) checkKEKSource() error {
+// ValidateKEKSource checks that a key-encryption key is configured, that an
+// AUTH_KEK value decodes, and that the -kek-file exists, without reading it.
+func (c Config) ValidateKEKSource() error {
 	switch {
 	case c.kekBase64 != "":
 		_, err := decodeKEK(c.kekBase64)
@@ -397,7 +395,12 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Any("trusted_proxies", proxies),
 		slog.Int("max_concurrent_hashes", c.MaxConcurrentHashes),
-		slog.Any("login_throttle", c.Throttle),
+		slog.Group("login_throttle",
+			slog.Int64("account_free_failures", c.Throttle.AccountFreeFailures),
+			slog.Int64("address_free_failures", c.Throttle.AddressFreeFailures),
+			slog.Duration("backoff_base", c.Throttle.BaseDelay),
+			slog.Duration("backoff_max", c.Throttle.MaxDelay),
+			slog.Duration("failure_reset", c.Throttle.ResetAfter)),
 		slog.Group("keys",
 			slog.Int("bits", c.Keys.KeyBits),
 			slog.Duration("rotation_period", c.Keys.RotationPeriod),

@@ -22,7 +22,10 @@ func parse(t *testing.T, args []string, env map[string]string) (Config, error) {
 	if _, err := Parse(&c, fs, args, func(k string) string { return env[k] }); err != nil {
 		return c, err
 	}
-	return c, c.Validate()
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, c.ValidateKEKSource()
 }
 
 func TestParseDefaults(t *testing.T) {

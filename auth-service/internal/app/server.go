@@ -1,0 +1,318 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"example.com/todoapp/auth-service/internal/auth"
+	"example.com/todoapp/auth-service/internal/config"
+	"example.com/todoapp/auth-service/internal/grpcserver"
+	"example.com/todoapp/auth-service/internal/keys"
+	"example.com/todoapp/auth-service/internal/password"
+	"example.com/todoapp/auth-service/internal/store"
+	"example.com/todoapp/proto/accesstoken"
+)
+
+// readinessInterval is how often the database is pinged for the
+// "readiness" health status, and readinessTimeout bounds each ping.
+const (
+	readinessInterval = 5 * time.Second
+	readinessTimeout  = 2 * time.Second
+)
+
+// Server is a running auth service. Start it with Start and stop it with
+// Shutdown; a test can start it on port 0 and read the bound addresses.
+type Server struct {
+	cfg    config.Config
+	logger *slog.Logger
+
+	store      *store.Store
+	keys       *keys.Manager
+	grpc       *grpc.Server
+	health     *health.Server
+	http       *http.Server
+	grpcLn     net.Listener
+	httpLn     net.Listener
+	stopReady  context.CancelFunc
+	readyDone  chan struct{}
+	failed     chan error
+	serveGroup sync.WaitGroup
+	shutdown   sync.Once
+}
+
+// Start opens the store, applies migrations, loads the signing keys, binds
+// both listeners and starts serving. It returns after the listeners are
+// bound and the health status is SERVING. cfg must have passed Validate and
+// ValidateKEKSource.
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Server, err error) {
+	s = &Server{cfg: cfg, logger: logger, failed: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			s.abortStart()
+		}
+	}()
+
+	kek, err := cfg.LoadKEK(logger)
+	if err != nil {
+		return nil, err
+	}
+
+	s.store, err = store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, SQLitePath: cfg.SQLitePath()})
+	if err != nil {
+		return nil, err
+	}
+	applied, err := s.store.Migrate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("database ready", "store", string(s.store.Dialect()), "migrations_applied", applied)
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s.keys, err = keys.NewManager(s.store.DB(), kek, cfg.Keys, logger, registry)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.keys.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start signing-key manager: %w", err)
+	}
+
+	svc, err := newService(cfg, s.store, s.keys, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.grpc, s.health, err = grpcserver.New(grpcserver.Config{
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         logger,
+		Registerer:     registry,
+	}, svc)
+	if err != nil {
+		return nil, err
+	}
+
+	s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+	s.http = &http.Server{
+		Handler:           s.httpHandler(registry),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+
+	s.serveGroup.Add(2)
+	go func() {
+		defer s.serveGroup.Done()
+		if err := s.grpc.Serve(s.grpcLn); err != nil {
+			s.failed <- fmt.Errorf("serve gRPC: %w", err)
+		}
+	}()
+	go func() {
+		defer s.serveGroup.Done()
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- fmt.Errorf("serve HTTP: %w", err)
+		}
+	}()
+
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.checkReadiness(ctx)
+	readyCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopReady, s.readyDone = stop, make(chan struct{})
+	go s.watchReadiness(readyCtx)
+
+	logger.Info("auth-service started", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(),
+		"store", string(s.store.Dialect()), "issuer", cfg.Issuer)
+	return s, nil
+}
+
+func newService(cfg config.Config, st *store.Store, km *keys.Manager, logger *slog.Logger) (*auth.Service, error) {
+	verifier, err := accesstoken.NewVerifier(accesstoken.VerifierConfig{
+		Issuer:    cfg.Issuer,
+		Audiences: cfg.Audiences,
+		ClockSkew: cfg.Keys.VerifierClockSkew,
+		// The hard bound, not the configured TTL, so that tokens issued
+		// before a lower TTL was configured stay valid until they expire.
+		MaxLifetime: config.MaxAccessTokenTTL,
+		Keys:        km,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create access-token verifier: %w", err)
+	}
+	hasher, err := password.NewHasher(password.DefaultParams, cfg.MaxConcurrentHashes)
+	if err != nil {
+		return nil, err
+	}
+	return auth.NewService(auth.Config{
+		Issuer:            cfg.Issuer,
+		Audiences:         cfg.Audiences,
+		AccessTokenTTL:    cfg.AccessTokenTTL,
+		RefreshTokenTTL:   cfg.RefreshTokenTTL,
+		RefreshReuseGrace: cfg.RefreshReuseGrace,
+		Throttle:          cfg.Throttle,
+	}, st, hasher, km, verifier, logger)
+}
+
+// GRPCAddr returns the bound gRPC address, with the real port when the
+// configured one was 0.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr returns the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// Store returns the server's store, for tests that inspect or change rows.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Failed returns a channel that receives an error when a listener stops
+// serving on its own.
+func (s *Server) Failed() <-chan error { return s.failed }
+
+// Shutdown turns health NOT_SERVING, lets in-flight RPCs and HTTP requests
+// finish for up to the configured shutdown timeout, then stops what is left
+// and closes the key manager and the store. It is safe to call more than
+// once.
+func (s *Server) Shutdown() error {
+	var err error
+	s.shutdown.Do(func() { err = s.doShutdown() })
+	return err
+}
+
+func (s *Server) doShutdown() error {
+	start := time.Now()
+	s.health.Shutdown()
+	s.stopReady()
+	<-s.readyDone
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+
+	graceful := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(graceful)
+	}()
+	httpErr := s.http.Shutdown(ctx)
+
+	grpcDrained := true
+	select {
+	case <-graceful:
+	case <-ctx.Done():
+		grpcDrained = false
+		s.grpc.Stop()
+		<-graceful
+	}
+	s.serveGroup.Wait()
+
+	s.logger.Info("auth-service stopped",
+		"grpc_drained", grpcDrained, "http_drained", httpErr == nil,
+		"duration_ms", time.Since(start).Milliseconds())
+	return s.closeResources()
+}
+
+// abortStart releases what a failed Start had opened. Serving starts last,
+// so no listener is being served yet.
+func (s *Server) abortStart() {
+	for _, ln := range []net.Listener{s.grpcLn, s.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if err := s.closeResources(); err != nil {
+		s.logger.Error("release resources after failed start", "err", err)
+	}
+}
+
+func (s *Server) closeResources() error {
+	if s.keys != nil {
+		s.keys.Close()
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			return fmt.Errorf("close store: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) watchReadiness(ctx context.Context) {
+	defer close(s.readyDone)
+	ticker := time.NewTicker(readinessInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			s.checkReadiness(ctx)
+		}
+	}
+}
+
+// checkReadiness sets "readiness" from a database ping and logs changes.
+func (s *Server) checkReadiness(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
+	defer cancel()
+
+	want := healthpb.HealthCheckResponse_SERVING
+	err := s.store.Ping(ctx)
+	if err != nil {
+		want = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+
+	resp, _ := s.health.Check(ctx, &healthpb.HealthCheckRequest{Service: grpcserver.ReadinessService})
+	if resp != nil && resp.Status == want {
+		return
+	}
+	if err != nil {
+		s.logger.Warn("database ping failed, not ready", "err", err)
+	} else {
+		s.logger.Info("database answers, ready")
+	}
+	s.health.SetServingStatus(grpcserver.ReadinessService, want)
+}
+
+func (s *Server) httpHandler(registry *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /.well-known/jwks.json", s.keys.JWKSHandler())
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveDiscovery)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	return mux
+}
+
+// serveDiscovery serves the issuer and JWKS location in the shape of OpenID
+// Connect Discovery, which gateways such as Envoy's jwt_authn read.
+func (s *Server) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
+	body, err := json.Marshal(map[string]any{
+		"issuer":   s.cfg.Issuer,
+		"jwks_uri": s.cfg.Issuer + "/.well-known/jwks.json",
+	})
+	if err != nil {
+		s.logger.Error("encode discovery document", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Write(body)
+}
