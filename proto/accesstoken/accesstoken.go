@@ -7,9 +7,27 @@
 // alg=RS256, typ=at+jwt and kid; the payload carries iss, sub, aud, exp,
 // iat, nbf, jti, sid and email, with every date in integer seconds.
 //
-// Verify parses the token with its own strict parser instead of a general
-// JOSE library, so it accepts exactly this profile and nothing else, and
-// then checks the signature with crypto/rsa.
+// Sign builds tokens with github.com/lestrrat-go/jwx/v2. Verify parses
+// them with its own strict parser instead of a general JOSE library, so it
+// accepts exactly this profile, and checks the signature with crypto/rsa.
+// Verify rejects:
+//   - tokens over MaxTokenBytes (checked before any splitting), JWS JSON
+//     serialization, JWE, and anything but three segments of base64url
+//     without padding;
+//   - a header or payload that is not one JSON object, or that repeats a
+//     member name;
+//   - any alg but RS256, a typ other than at+jwt or application/at+jwt,
+//     a crit header, and every header parameter outside alg, typ and kid.
+//     A jku, x5u, jwk or x5c header is rejected, not ignored, so no key
+//     ever comes from the token itself;
+//   - a kid that is missing, not a string, longer than 128 bytes or
+//     outside [A-Za-z0-9_-]. Such a kid never reaches the KeyResolver;
+//   - dates that are not non-negative JSON integers, a missing exp or iat,
+//     exp not after iat, exp-iat above the maximum lifetime, an expired
+//     token, and nbf or iat in the future beyond the clock skew;
+//   - an iss that differs from the configured issuer in any byte, an aud
+//     without a configured audience, a sub that is not a UUID, and a
+//     missing or empty jti or sid.
 package accesstoken
 
 import (

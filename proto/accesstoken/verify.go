@@ -14,9 +14,9 @@ import (
 
 // Defaults applied by NewVerifier to zero VerifierConfig fields.
 const (
-	DefaultClockSkew     = 30 * time.Second
-	DefaultMaxLifetime   = time.Hour
-	DefaultMaxTokenBytes = 8 << 10
+	defaultClockSkew     = 30 * time.Second
+	defaultMaxLifetime   = time.Hour
+	defaultMaxTokenBytes = 8 << 10
 )
 
 const (
@@ -34,8 +34,8 @@ const (
 	minKeyBits = 2048
 )
 
-// VerifierConfig configures a Verifier. Zero durations and sizes select
-// the defaults above.
+// VerifierConfig configures a Verifier. A zero ClockSkew, MaxLifetime or
+// MaxTokenBytes selects its default, and a nil Now selects time.Now.
 type VerifierConfig struct {
 	Issuer        string        // compared exactly with iss
 	Audiences     []string      // aud must contain at least one of these
@@ -94,13 +94,13 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		keys:          cfg.Keys,
 	}
 	if v.clockSkew == 0 {
-		v.clockSkew = DefaultClockSkew
+		v.clockSkew = defaultClockSkew
 	}
 	if v.maxLifetime == 0 {
-		v.maxLifetime = DefaultMaxLifetime
+		v.maxLifetime = defaultMaxLifetime
 	}
 	if v.maxTokenBytes == 0 {
-		v.maxTokenBytes = DefaultMaxTokenBytes
+		v.maxTokenBytes = defaultMaxTokenBytes
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -119,16 +119,55 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 // Any other resolver error is wrapped as it is; only ErrUnknownKey turns
 // into ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	parts, err := v.decode(token)
+	if err != nil {
+		return nil, err
+	}
+
+	kid, err := parseHeader(parts.header)
+	if err != nil {
+		return nil, err
+	}
+	var p payloadClaims
+	if err := p.parse(parts.payload); err != nil {
+		return nil, err
+	}
+
+	// Only a kid that passed parseHeader reaches the resolver, so a
+	// malformed kid never triggers a key-set fetch.
+	pub, err := v.publicKey(ctx, kid)
+	if err != nil {
+		return nil, err
+	}
+	digest := sha256.Sum256(parts.signingInput)
+	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], parts.signature); err != nil {
+		return nil, invalid(errBadSignature, "kid "+kid)
+	}
+
+	return v.checkClaims(&p)
+}
+
+// compactParts is a compact JWS split and decoded. All slices point into
+// one buffer.
+type compactParts struct {
+	signingInput []byte // the header and payload segments and the dot
+	header       []byte
+	payload      []byte
+	signature    []byte
+}
+
+// decode splits a compact JWS into its three segments and decodes them.
+func (v *Verifier) decode(token string) (compactParts, error) {
 	// The size cap comes first, so nothing below scans or allocates more
 	// than MaxTokenBytes.
 	if token == "" {
-		return nil, invalid(errEmpty, "")
+		return compactParts{}, invalid(errEmpty, "")
 	}
 	if len(token) > v.maxTokenBytes {
-		return nil, invalid(errTooLarge, fmt.Sprintf("%d bytes, maximum %d", len(token), v.maxTokenBytes))
+		return compactParts{}, invalid(errTooLarge, fmt.Sprintf("%d bytes, maximum %d", len(token), v.maxTokenBytes))
 	}
 	if token[0] == '{' {
-		return nil, invalid(errJSONSerialized, "")
+		return compactParts{}, invalid(errJSONSerialized, "")
 	}
 
 	first := strings.IndexByte(token, '.')
@@ -141,23 +180,23 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if first < 0 || second < 0 || strings.IndexByte(token[second+1:], '.') >= 0 {
 		dots := strings.Count(token, ".")
 		if dots == 4 {
-			return nil, invalid(errJWE, "five segments")
+			return compactParts{}, invalid(errJWE, "five segments")
 		}
-		return nil, invalid(errSegments, fmt.Sprintf("%d segments", dots+1))
+		return compactParts{}, invalid(errSegments, fmt.Sprintf("%d segments", dots+1))
 	}
 	headerText, payloadText, sigText := token[:first], token[first+1:second], token[second+1:]
 	if sigText == "" {
-		return nil, invalid(errEmptySignature, "")
+		return compactParts{}, invalid(errEmptySignature, "")
 	}
-	for _, seg := range [...]string{headerText, payloadText, sigText} {
-		if !isBase64URL(seg) {
-			return nil, invalid(errBase64, "")
+	for _, segment := range [...]string{headerText, payloadText, sigText} {
+		if !isBase64URL(segment) {
+			return compactParts{}, invalid(errBase64, "")
 		}
 	}
 
 	// One buffer holds a copy of the token, which is the signing input
 	// and the decoder's source, followed by the decoded header, payload
-	// and signature. Its size is bounded by MaxTokenBytes.
+	// and signature.
 	buf := make([]byte, len(token)+
 		strictBase64.DecodedLen(len(headerText))+
 		strictBase64.DecodedLen(len(payloadText))+
@@ -165,30 +204,24 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	raw, rest := buf[:len(token)], buf[len(token):]
 	copy(raw, token)
 
-	header, rest, err := decodeSegment(rest, raw[:first])
-	if err != nil {
-		return nil, err
+	var parts compactParts
+	var err error
+	parts.signingInput = raw[:second]
+	if parts.header, rest, err = decodeSegment(rest, raw[:first]); err != nil {
+		return compactParts{}, err
 	}
-	payload, rest, err := decodeSegment(rest, raw[first+1:second])
-	if err != nil {
-		return nil, err
+	if parts.payload, rest, err = decodeSegment(rest, raw[first+1:second]); err != nil {
+		return compactParts{}, err
 	}
-	sig, _, err := decodeSegment(rest, raw[second+1:])
-	if err != nil {
-		return nil, err
+	if parts.signature, _, err = decodeSegment(rest, raw[second+1:]); err != nil {
+		return compactParts{}, err
 	}
+	return parts, nil
+}
 
-	kid, err := parseHeader(header)
-	if err != nil {
-		return nil, err
-	}
-	var p payloadClaims
-	if err := p.parse(payload); err != nil {
-		return nil, err
-	}
-
-	// Only a kid that passed parseHeader reaches the resolver, so a
-	// malformed kid never triggers a key-set fetch.
+// publicKey asks the KeyResolver for kid and maps its errors: an unknown
+// key makes the token invalid, unavailable keys pass through unchanged.
+func (v *Verifier) publicKey(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 	pub, err := v.keys.PublicKey(ctx, kid)
 	switch {
 	case errors.Is(err, ErrKeysUnavailable):
@@ -202,13 +235,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	case pub.N.BitLen() < minKeyBits:
 		return nil, invalid(errKeyTooSmall, fmt.Sprintf("kid %q has %d bits", kid, pub.N.BitLen()))
 	}
-
-	digest := sha256.Sum256(raw[:second])
-	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig); err != nil {
-		return nil, invalid(errBadSignature, "kid "+kid)
-	}
-
-	return v.checkClaims(&p)
+	return pub, nil
 }
 
 func isBase64URL(s string) bool {

@@ -69,7 +69,7 @@ func structureCases() []hostileCase {
 	return []hostileCase{
 		{name: "empty token", token: fixed(""), want: errEmpty},
 		{name: "one megabyte of dots", token: fixed(strings.Repeat(".", 1<<20)), want: errTooLarge},
-		{name: "just over the size cap", token: fixed(strings.Repeat("A", DefaultMaxTokenBytes+1)), want: errTooLarge},
+		{name: "just over the size cap", token: fixed(strings.Repeat("A", defaultMaxTokenBytes+1)), want: errTooLarge},
 		{name: "JWS JSON serialization", token: func(t *testing.T) string {
 			h, p, s := splitToken(t, signPayload(t, payloadJSON(nil)))
 			return `{"payload":"` + p + `","protected":"` + h + `","signature":"` + s + `"}`
@@ -207,7 +207,7 @@ func headerCases() []hostileCase {
 
 func claimCases() []hostileCase {
 	now := testNow
-	skew := DefaultClockSkew
+	skew := defaultClockSkew
 	times := func(exp, iat, nbf time.Time) map[string]string {
 		return map[string]string{"exp": unixText(exp), "iat": unixText(iat), "nbf": unixText(nbf)}
 	}
@@ -322,6 +322,13 @@ func TestVerifyRejectsHostileTokens(t *testing.T) {
 						t.Errorf("Verify() error = %v, want reason %q", err, tt.want)
 					}
 
+					// The reason must never quote the token: callers log it.
+					for _, segment := range strings.Split(token, ".") {
+						if len(segment) >= 8 && strings.Contains(err.Error(), segment) {
+							t.Errorf("Verify() error %q contains a token segment", err)
+						}
+					}
+
 					wantLookups := 0
 					if tt.lookup {
 						wantLookups = 1
@@ -337,7 +344,7 @@ func TestVerifyRejectsHostileTokens(t *testing.T) {
 
 func TestVerifyAcceptsEdgeCases(t *testing.T) {
 	now := testNow
-	skew := DefaultClockSkew
+	skew := defaultClockSkew
 	times := func(exp, iat, nbf time.Time) map[string]string {
 		return map[string]string{"exp": unixText(exp), "iat": unixText(iat), "nbf": unixText(nbf)}
 	}
