@@ -53,7 +53,7 @@ var (
 )
 
 // invalid returns an error that wraps ErrInvalidToken and reason. Detail,
-// when set, is appended; it must never contain the token or any
+// when set, is appended. It must never contain the token or any
 // unvalidated text from it.
 func invalid(reason error, detail string) error {
 	if detail == "" {

@@ -89,7 +89,7 @@ func validClaims() Claims {
 }
 
 // newTestVerifier returns a Verifier for testIssuer and testAudience with
-// the clock at testNow, and the resolver behind it, which knows testKid.
+// the clock at testNow, and the resolver behind it, which contains testKid.
 func newTestVerifier(tb testing.TB) (*Verifier, *mapResolver) {
 	tb.Helper()
 	key, _ := testKeys(tb)

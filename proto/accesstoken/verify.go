@@ -115,7 +115,7 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 //
 // A rejected token yields an error that wraps ErrInvalidToken and states
 // the reason. When the KeyResolver reports ErrKeysUnavailable, Verify
-// returns that error unchanged, so the caller can answer UNAVAILABLE.
+// returns that error unchanged, so the caller can return UNAVAILABLE.
 // Any other resolver error is wrapped as it is; only ErrUnknownKey turns
 // into ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
@@ -219,8 +219,8 @@ func (v *Verifier) decode(token string) (compactParts, error) {
 	return parts, nil
 }
 
-// publicKey asks the KeyResolver for kid and maps its errors: an unknown
-// key makes the token invalid, unavailable keys pass through unchanged.
+// publicKey looks up kid with the KeyResolver and maps its errors. An
+// unknown key makes the token invalid, and unavailable keys pass through.
 func (v *Verifier) publicKey(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 	pub, err := v.keys.PublicKey(ctx, kid)
 	switch {
