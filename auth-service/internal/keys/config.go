@@ -72,12 +72,19 @@ func DefaultConfig() Config {
 	}
 }
 
-// MinPublishLead returns the shortest safe PublishLead. A new key reaches
-// the JWKS of every replica within one PollInterval, an HTTP cache may keep
-// the previous response for up to JWKSMaxAge, and a verifier may keep that
-// response for VerifierRefreshInterval more.
+// MinPublishLead returns the minimum safe PublishLead. A replica serves a
+// JWKS loaded at most StaleAfter ago, an HTTP cache may keep that response
+// for up to JWKSMaxAge, and a verifier may keep it for
+// VerifierRefreshInterval more.
 func (c Config) MinPublishLead() time.Duration {
-	return c.PollInterval + c.JWKSMaxAge + c.VerifierRefreshInterval
+	return c.StaleAfter() + c.JWKSMaxAge + c.VerifierRefreshInterval
+}
+
+// StaleAfter returns the maximum age of a replica's last load from the
+// database at which it still serves the JWKS: two poll intervals, so one
+// slow or failed poll is tolerated.
+func (c Config) StaleAfter() time.Duration {
+	return 2 * c.PollInterval
 }
 
 // MinRetiredLifetime returns the shortest safe RetiredLifetime. The last
@@ -129,7 +136,7 @@ func (c Config) Validate() error {
 
 	if minimum := c.MinPublishLead(); c.PublishLead < minimum {
 		add("publish lead %v is too short: verifiers could meet a key before they fetch it; "+
-			"it must be at least poll interval + JWKS max age + verifier refresh interval = %v", c.PublishLead, minimum)
+			"it must be at least 2 * poll interval + JWKS max age + verifier refresh interval = %v", c.PublishLead, minimum)
 	}
 	if c.RotationPeriod <= c.PublishLead {
 		add("rotation period %v must be longer than the publish lead %v", c.RotationPeriod, c.PublishLead)

@@ -30,11 +30,11 @@ func TestConfigValidateRejects(t *testing.T) {
 			"publish lead 5m0s is too short",
 		},
 		{
-			// Lead equal to refresh interval plus max age, but polls add
-			// up to one more interval before every replica publishes.
-			"lead ignores the poll interval",
-			func(c *Config) { c.PublishLead = c.VerifierRefreshInterval + c.JWKSMaxAge },
-			"publish lead 15m0s is too short",
+			// A replica may serve a JWKS loaded two poll intervals ago,
+			// so one poll interval is not enough.
+			"lead with one poll interval",
+			func(c *Config) { c.PublishLead = c.VerifierRefreshInterval + c.JWKSMaxAge + c.PollInterval },
+			"publish lead 15m30s is too short",
 		},
 		{
 			"verifier refresh longer than lead",

@@ -196,3 +196,16 @@ func refresh(tb testing.TB, m *Manager) []transition {
 	}
 	return done
 }
+
+// reload loads the stored keys without performing due transitions.
+func reload(tb testing.TB, m *Manager) {
+	tb.Helper()
+	now := m.cfg.now()
+	records, err := selectKeys(testContext(tb), m.db)
+	if err != nil {
+		tb.Fatalf("selectKeys() = %v", err)
+	}
+	if err := m.load(records, now); err != nil {
+		tb.Fatalf("load() = %v", err)
+	}
+}

@@ -10,8 +10,12 @@ import (
 // serves the public parts of the next, current and retired keys with
 // Cache-Control: public, max-age=N, where N counts down to the next planned
 // change of the key set and never exceeds Config.JWKSMaxAge. An unplanned
-// change (Rotate) can therefore reach caches up to JWKSMaxAge late. Before
-// the first load it returns 503.
+// change (Rotate) can therefore reach caches up to JWKSMaxAge late.
+//
+// It returns 503 before the first load and while the last load is older
+// than Config.StaleAfter, because a replica that cannot reach the database
+// may lack a next key that the other replicas already publish. Verifiers
+// keep their last good key set meanwhile.
 func (m *Manager) JWKSHandler() http.Handler {
 	return http.HandlerFunc(m.serveJWKS)
 }
@@ -29,8 +33,14 @@ func (m *Manager) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "signing keys not loaded yet", http.StatusServiceUnavailable)
 		return
 	}
+	now := m.cfg.now()
+	if now.Sub(s.loadTime) > m.cfg.StaleAfter() {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "signing keys are stale: the database has not answered recently", http.StatusServiceUnavailable)
+		return
+	}
 
-	maxAge := jwksMaxAge(s.setChangeTime, m.cfg.now(), m.cfg.JWKSMaxAge)
+	maxAge := jwksMaxAge(s.setChangeTime, now, m.cfg.JWKSMaxAge)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(s.jwks)))

@@ -206,6 +206,9 @@ func TestJWKSMaxAgeCountsDown(t *testing.T) {
 	}
 	for _, tt := range tests {
 		clock.Set(tt.at)
+		// Load without performing the transitions that are due, as a
+		// replica does between its polls.
+		reload(t, m)
 		if got := getJWKS(t, m).maxAge(t); got != tt.want {
 			t.Errorf("%s: max-age at %v = %d, want %d", tt.name, tt.at.Sub(t0), got, tt.want)
 		}
@@ -220,6 +223,7 @@ func TestJWKSMaxAgeCountsDown(t *testing.T) {
 	refresh(t, m)
 	retired := keyWithState(t, listKeys(t, m), StateRetired)
 	clock.Set(retired.DeleteTime.Add(-42 * time.Second))
+	refresh(t, m)
 	if got := getJWKS(t, m).maxAge(t); got != 42 {
 		t.Errorf("max-age 42s before the retired key is deleted = %d, want 42", got)
 	}
@@ -258,5 +262,30 @@ func TestJWKSHandlerMethods(t *testing.T) {
 	}
 	if got := post.header.Get("Allow"); got != "GET, HEAD" {
 		t.Errorf("POST JWKS Allow = %q, want %q", got, "GET, HEAD")
+	}
+}
+
+func TestJWKSStaleReplicaUnavailable(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	m := startTestManager(t, openSQLite(t), cfg)
+
+	clock.Advance(cfg.StaleAfter())
+	if got := getJWKS(t, m).status; got != http.StatusOK {
+		t.Errorf("GET JWKS at the stale limit status = %d, want 200", got)
+	}
+
+	clock.Advance(time.Second)
+	resp := getJWKS(t, m)
+	if resp.status != http.StatusServiceUnavailable {
+		t.Errorf("GET JWKS past the stale limit status = %d, want 503", resp.status)
+	}
+	if got := resp.header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("stale JWKS Cache-Control = %q, want no-store", got)
+	}
+
+	refresh(t, m)
+	if got := getJWKS(t, m).status; got != http.StatusOK {
+		t.Errorf("GET JWKS after a refresh status = %d, want 200", got)
 	}
 }

@@ -332,3 +332,24 @@ func TestSigningKeyBeforeStart(t *testing.T) {
 		t.Errorf("PublicKey() before Start = %v, want ErrKeysUnavailable", err)
 	}
 }
+
+func TestSigningKeyStale(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	m := startTestManager(t, openSQLite(t), cfg)
+
+	clock.Advance(cfg.PublishLead)
+	if _, err := m.SigningKey(testContext(t)); err != nil {
+		t.Errorf("SigningKey() one publish lead after the load = %v, want a key", err)
+	}
+
+	clock.Advance(time.Second)
+	if _, err := m.SigningKey(testContext(t)); !errors.Is(err, accesstoken.ErrKeysUnavailable) {
+		t.Errorf("SigningKey() past the publish lead = %v, want ErrKeysUnavailable", err)
+	}
+
+	refresh(t, m)
+	if _, err := m.SigningKey(testContext(t)); err != nil {
+		t.Errorf("SigningKey() after a refresh = %v, want a key", err)
+	}
+}

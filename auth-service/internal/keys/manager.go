@@ -142,8 +142,8 @@ func (m *Manager) Start(ctx context.Context) error {
 }
 
 // Close stops the poll loop and waits for it to end. The keys already
-// loaded keep serving. Close is safe to call more than once and without
-// Start.
+// loaded keep serving until they are stale (see SigningKey and
+// JWKSHandler). Close is safe to call more than once and without Start.
 func (m *Manager) Close() {
 	m.lifeMu.Lock()
 	cancel, done := m.cancel, m.done
@@ -182,6 +182,7 @@ func (m *Manager) poll(ctx context.Context) {
 // refresh performs the transitions that are due, if any, and loads the
 // keys. It returns the transitions this replica performed.
 func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
+	loadTime := m.cfg.now()
 	records, err := selectKeys(ctx, m.db)
 	if err != nil {
 		return nil, err
@@ -198,12 +199,13 @@ func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
 			return nil, err
 		}
 		m.record(done, "scheduled")
+		loadTime = m.cfg.now()
 		if records, err = selectKeys(ctx, m.db); err != nil {
 			return nil, err
 		}
 	}
 
-	if err := m.load(records); err != nil {
+	if err := m.load(records, loadTime); err != nil {
 		return done, err
 	}
 	return done, nil
@@ -230,13 +232,24 @@ func (m *Manager) record(done []transition, reason string) {
 // SigningKey returns the key that signs new tokens. When the next key's
 // activation time has passed it returns the next key even before the
 // database records the change, so every replica switches at the same
-// moment. The error wraps accesstoken.ErrKeysUnavailable before Start.
+// moment.
+//
+// The error wraps accesstoken.ErrKeysUnavailable before Start, and when
+// the last load from the database is older than Config.PublishLead. Up to
+// that age the loaded current key cannot have been retired and deleted
+// elsewhere, because any next key created since then publishes for a whole
+// lead before it replaces the current key.
 func (m *Manager) SigningKey(ctx context.Context) (accesstoken.SigningKey, error) {
 	s := m.loaded()
 	if s == nil {
 		return accesstoken.SigningKey{}, fmt.Errorf("signing keys not loaded: %w", accesstoken.ErrKeysUnavailable)
 	}
-	k := s.signingKey(m.cfg.now())
+	now := m.cfg.now()
+	if age := now.Sub(s.loadTime); age > m.cfg.PublishLead {
+		return accesstoken.SigningKey{}, fmt.Errorf("signing keys last loaded from the database %v ago, more than the publish lead %v: %w",
+			age, m.cfg.PublishLead, accesstoken.ErrKeysUnavailable)
+	}
+	k := s.signingKey(now)
 	return accesstoken.SigningKey{ID: k.info.ID, Key: k.private}, nil
 }
 
@@ -298,11 +311,12 @@ func (m *Manager) Rotate(ctx context.Context, dropCurrent bool) error {
 	}
 	m.record(done, reason)
 
+	loadTime := m.cfg.now()
 	records, err := selectKeys(ctx, m.db)
 	if err != nil {
 		return err
 	}
-	return m.load(records)
+	return m.load(records, loadTime)
 }
 
 func (r keyRecord) info() KeyInfo {

@@ -13,6 +13,9 @@ import (
 // snapshot is the key set of one load from the database. It is never
 // changed after load returns it.
 type snapshot struct {
+	// loadTime is when the rows were read from the database.
+	loadTime time.Time
+
 	keys    []*loadedKey // ordered by activation time
 	byID    map[string]*loadedKey
 	current *loadedKey
@@ -47,13 +50,14 @@ func (s *snapshot) nextID() string {
 	return s.next.info.ID
 }
 
-// load builds a snapshot from the stored keys and makes it the one the
-// manager serves. Private keys already opened by the previous snapshot are
-// reused, so each key is decrypted once per process. On error the previous
-// snapshot stays.
-func (m *Manager) load(records []keyRecord) error {
+// load builds a snapshot from the keys read at loadTime and makes it the
+// one the manager serves. Private keys already opened by the previous
+// snapshot are reused, so each key is decrypted once per process. On error
+// the previous snapshot stays.
+func (m *Manager) load(records []keyRecord, loadTime time.Time) error {
 	previous := m.loaded()
 	s := &snapshot{
+		loadTime:      loadTime,
 		byID:          make(map[string]*loadedKey, len(records)),
 		setChangeTime: m.cfg.setChangeTime(records),
 	}
