@@ -116,8 +116,8 @@ var strictBase64 = base64.RawURLEncoding.Strict()
 // A rejected token yields an error that wraps ErrInvalidToken and states
 // the reason. When the KeyResolver reports ErrKeysUnavailable, Verify
 // returns that error unchanged, so the caller can return UNAVAILABLE.
-// Any other resolver error is wrapped as it is; only ErrUnknownKey turns
-// into ErrInvalidToken.
+// ErrUnknownKey from the resolver becomes ErrInvalidToken, and any other
+// resolver error is returned wrapped, without ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	parts, err := v.decode(token)
 	if err != nil {
@@ -344,8 +344,9 @@ func parseHeader(data []byte) (string, error) {
 }
 
 // isAccessTokenType reports whether typ names an RFC 9068 access token.
-// RFC 9068 section 2.1 allows both "at+jwt" and "application/at+jwt", and
-// media types compare case-insensitively.
+// RFC 9068 section 2.1 registers the media type "application/at+jwt" and
+// recommends the short form "at+jwt", so both are accepted. Media type
+// names are case-insensitive, so the comparison is too.
 func isAccessTokenType(typ string) bool {
 	return strings.EqualFold(typ, TokenType) || strings.EqualFold(typ, "application/"+TokenType)
 }
