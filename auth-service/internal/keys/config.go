@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Bounds on Config.KeyBits. Keys below 2048 bits are refused by the
-// verifiers, and generating keys above 8192 bits takes many seconds.
+// Bounds on Config.KeyBits. The verifiers reject keys below 2048 bits, and
+// generating a key above 8192 bits takes many seconds.
 const (
 	MinKeyBits = 2048
 	MaxKeyBits = 8192
@@ -32,15 +32,15 @@ type Config struct {
 	// stops signing. The key is deleted when it ends.
 	RetiredLifetime time.Duration
 
-	// MaxTokenLifetime is the longest lifetime of an access token signed
-	// by these keys (exp - iat).
+	// MaxTokenLifetime is the maximum lifetime (exp - iat) of an access
+	// token signed by these keys.
 	MaxTokenLifetime time.Duration
 
 	// VerifierClockSkew is the clock skew that verifiers allow when they
 	// check exp and nbf.
 	VerifierClockSkew time.Duration
 
-	// VerifierRefreshInterval is the longest time a verifier keeps a
+	// VerifierRefreshInterval is the maximum time a verifier keeps a
 	// fetched JWKS before it fetches again (the todo-service
 	// -jwks-max-refresh-interval).
 	VerifierRefreshInterval time.Duration
@@ -87,7 +87,7 @@ func (c Config) StaleAfter() time.Duration {
 	return 2 * c.PollInterval
 }
 
-// MinRetiredLifetime returns the shortest safe RetiredLifetime. The last
+// MinRetiredLifetime returns the minimum safe RetiredLifetime. The last
 // token a key signs stays valid for MaxTokenLifetime plus the verifiers'
 // clock skew. One more verifier cache lifetime (JWKSMaxAge plus
 // VerifierRefreshInterval) is added as a margin.

@@ -14,9 +14,9 @@ import (
 // KEKSize is the length in bytes of the key-encryption key (AES-256).
 const KEKSize = 32
 
-// ErrDecrypt reports that a stored private key could not be decrypted: the
-// key-encryption key differs from the one that sealed it, or the stored
-// bytes were changed.
+// ErrDecrypt reports that a stored private key could not be decrypted,
+// because the key-encryption key differs from the one that sealed it or the
+// stored bytes were changed.
 var ErrDecrypt = errors.New("decrypt signing key: wrong key-encryption key or corrupted data")
 
 // newKeyID returns 128 random bits in unpadded base64url, so the kid is
@@ -27,8 +27,8 @@ func newKeyID() string {
 
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
-	// crypto/rand.Read never returns an error since Go 1.24: it crashes the
-	// program instead when the system source fails.
+	// Since Go 1.24 crypto/rand.Read never returns an error. It crashes the
+	// program when the system source fails.
 	rand.Read(b)
 	return b
 }

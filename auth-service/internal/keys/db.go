@@ -52,10 +52,13 @@ func selectKeys(ctx context.Context, q sqlx.QueryerContext) ([]keyRecord, error)
 }
 
 // lockTransitions blocks until no other transaction holds the transition
-// lock. On PostgreSQL it takes an advisory lock that ends with tx. SQLite
-// needs no statement here: the store opens every transaction with BEGIN
-// IMMEDIATE (_txlock=immediate), which already holds the database write
-// lock.
+// lock. On PostgreSQL it takes an advisory lock that ends with tx. On
+// SQLite no statement is needed, because store.Open opens every
+// transaction with BEGIN IMMEDIATE (_txlock=immediate), which takes the
+// database write lock.
+//
+// NOTE: a SQLite handle opened without _txlock=immediate gets no lock
+// here, and two processes could then perform the same transition.
 func lockTransitions(ctx context.Context, tx *sqlx.Tx) error {
 	if tx.DriverName() != "postgres" {
 		return nil

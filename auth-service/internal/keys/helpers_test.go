@@ -44,9 +44,9 @@ func (c *testClock) Advance(d time.Duration) {
 }
 
 // Pool of 2048-bit keys generated once per test binary, because one
-// generation takes a large part of a second and the race test rotates
-// dozens of times. Several kids may share one RSA key, which the lifecycle
-// logic does not care about.
+// generation can take a large part of a second and the race test rotates
+// dozens of times. Several kids may share one RSA key, which does not
+// matter to the lifecycle logic.
 var (
 	keyPoolOnce sync.Once
 	keyPool     []*rsa.PrivateKey

@@ -56,9 +56,9 @@ func classify(records []keyRecord) (current, next *keyRecord, retired []*keyReco
 	return current, next, retired
 }
 
-// nextCreateTime returns when a next key should be created after the key
-// that activates at activateTime: one publish lead before that key's
-// rotation period ends.
+// nextCreateTime returns when the key that follows the one activated at
+// activateTime should be created, which is one publish lead before the
+// rotation period of the earlier key ends.
 func (c Config) nextCreateTime(activateTime int64) time.Time {
 	return fromMicros(activateTime).Add(c.RotationPeriod - c.PublishLead)
 }
@@ -84,9 +84,10 @@ func (c Config) dueTime(records []keyRecord) time.Time {
 }
 
 // setChangeTime returns the earliest time at which the published key set
-// is planned to change: a next key is created or a retired key is deleted.
-// A key that moves from next to current stays published, so activation
-// does not change the set. The zero time means the set is about to change.
+// is planned to change, because a next key is created or a retired key is
+// deleted. A key that moves from next to current stays published, so
+// activation does not change the set. The zero time means the set is about
+// to change.
 func (c Config) setChangeTime(records []keyRecord) time.Time {
 	current, next, retired := classify(records)
 	if current == nil {
@@ -194,9 +195,8 @@ func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord
 // transition lock.
 //
 // Without dropCurrent the next key signs as soon as it has been published
-// for the publish lead: at once when an existing next key was published
-// long enough ago, otherwise when its lead ends. A next key is created
-// when there is none.
+// for the publish lead. An existing next key that was published long
+// enough ago signs at once. When there is no next key, one is created.
 //
 // With dropCurrent the current key and the next key are deleted, so both
 // leave the JWKS at once and the tokens they signed fail, and a fresh key

@@ -171,9 +171,9 @@ func TestRotateWithoutDrop(t *testing.T) {
 }
 
 func TestRotateActivatesPublishedNextKey(t *testing.T) {
-	// A replica with a longer publish lead schedules the next key; an
+	// A replica with a longer publish lead schedules the next key. An
 	// operator command with the default lead then finds it published for
-	// more than that lead and makes it sign at once.
+	// more than that lead, so it makes the key sign at once.
 	clock := newTestClock()
 	db := openSQLite(t)
 	longLead := testConfig(clock)

@@ -3,12 +3,15 @@
 // replica shares, and publishes their public parts as a JWKS.
 //
 // A key moves next -> current -> retired -> deleted. A next key is
-// published for Config.PublishLead before it signs, and a retired key stays
-// published for Config.RetiredLifetime after it stops, so a verifier that
-// refreshes its copy of the JWKS in time never meets a token whose key it
-// lacks. Each replica polls the database; under a lock (a PostgreSQL
-// advisory lock, or the SQLite write lock) exactly one replica performs
-// each transition, and the others load the result on their next poll.
+// published for Config.PublishLead before it signs. A retired key stays
+// published for Config.RetiredLifetime after it stops, until the tokens it
+// signed have expired. So a verifier that refreshes its copy of the JWKS
+// as often as Config promises meets no token whose key it lacks, unless an
+// operator drops a key with Rotate.
+//
+// Each replica polls the database. Under a lock (a PostgreSQL advisory
+// lock, or the SQLite write lock) exactly one replica performs each
+// transition, and the others load the result on their next poll.
 package keys
 
 import (
@@ -37,10 +40,11 @@ type KeyInfo struct {
 	// ActivateTime is when the key starts (next) or started (current,
 	// retired) to sign.
 	ActivateTime time.Time
-	// RetireTime is when the key stopped signing; zero unless retired.
+	// RetireTime is when the key stopped signing. It is zero unless the
+	// key is retired.
 	RetireTime time.Time
-	// DeleteTime is when the key leaves the JWKS and the database; zero
-	// unless retired.
+	// DeleteTime is when the key leaves the JWKS and the database. It is
+	// zero unless the key is retired.
 	DeleteTime time.Time
 }
 
@@ -58,12 +62,12 @@ type Manager struct {
 	generateKey func(bits int) (*rsa.PrivateKey, error)
 
 	mu       sync.RWMutex
-	snapshot *snapshot // guarded by mu; nil until the first load
+	snapshot *snapshot // nil until the first load, guarded by mu
 
 	lifeMu  sync.Mutex
 	started bool               // guarded by lifeMu
-	cancel  context.CancelFunc // guarded by lifeMu; stops the poll loop
-	done    chan struct{}      // guarded by lifeMu; closed when the poll loop ends
+	cancel  context.CancelFunc // stops the poll loop, guarded by lifeMu
+	done    chan struct{}      // closed when the poll loop ends, guarded by lifeMu
 }
 
 // NewManager returns a Manager over the signing_keys table of db, which
@@ -74,7 +78,7 @@ type Manager struct {
 // or the metrics cannot be registered. It does not touch the database.
 func NewManager(db *sqlx.DB, kek []byte, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
 	if db == nil {
-		return nil, errors.New("signing-key manager: database is nil")
+		return nil, errors.New("missing database: the signing-key manager needs the migrated auth database")
 	}
 	if len(kek) != KEKSize {
 		return nil, fmt.Errorf("invalid key-encryption key: has %d bytes, must have %d", len(kek), KEKSize)
@@ -174,7 +178,7 @@ func (m *Manager) poll(ctx context.Context) {
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			m.metrics.refreshFailures.Inc()
-			m.logger.Error("refresh signing keys failed; keeping the keys loaded before", "err", err)
+			m.logger.Error("refresh signing keys failed, so the keys loaded before stay in use", "err", err)
 		}
 	}
 }
@@ -289,9 +293,10 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // result on their next poll.
 //
 // Without dropCurrent the current key keeps signing until a next key has
-// been published for Config.PublishLead: an existing next key that was
-// published long enough ago signs at once, and otherwise a next key is
-// created and signs one lead from now. Verifiers never meet an unknown key.
+// been published for Config.PublishLead. An existing next key that was
+// published long enough ago signs at once. Otherwise a next key is created
+// (when there is none) and signs one lead after its creation. Verifiers
+// that refresh in time meet no unknown key.
 //
 // With dropCurrent (for a suspected leak) the current and next keys are
 // deleted, so they leave the JWKS at once and every token they signed

@@ -217,7 +217,7 @@ func TestPollLoopLoadsOtherReplicaChange(t *testing.T) {
 	}
 	fresh := signingKeyID(t, a)
 
-	// Wait for b's poll loop; the deadline only bounds a broken loop.
+	// Wait for b's poll loop. The deadline only bounds a broken loop.
 	ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
 	defer cancel()
 	for signingKeyID(t, b) == dropped {
@@ -276,7 +276,7 @@ func TestMetrics(t *testing.T) {
 }
 
 // gatherValue returns the value of the metric called name whose label has
-// the given value; an empty label matches the only series.
+// the given value. An empty label matches the first series.
 func gatherValue(tb testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
 	tb.Helper()
 	families, err := reg.Gather()
