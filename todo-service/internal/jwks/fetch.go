@@ -45,8 +45,8 @@ var (
 type fetchResult struct {
 	outcome string
 	err     error // nil only for outcomeOK
-	// maxAge is the Cache-Control lifetime of a successful response; it is
-	// valid when hasMaxAge is true.
+	// maxAge is the Cache-Control lifetime of a successful response. It is
+	// valid only when hasMaxAge is true.
 	maxAge    time.Duration
 	hasMaxAge bool
 }
@@ -117,7 +117,7 @@ func (c *Cache) fetch(ctx context.Context) fetchResult {
 	fetchedAt := c.now()
 	c.install(&keySet{keys: parsed.keys, fetchedAt: fetchedAt})
 	c.metrics.fetches.WithLabelValues(outcomeOK).Inc()
-	c.logger.Debug("fetched key set", "key_ids", len(parsed.keys), "max_age", result.maxAge)
+	c.logger.Debug("fetched key set", "keys", len(parsed.keys), "max_age", result.maxAge)
 
 	c.persist(parsed.keys, fetchedAt)
 	return result
@@ -200,7 +200,7 @@ func classifyError(ctx context.Context, err error) string {
 }
 
 // persist saves the accepted keys, re-encoded, with their fetch time. A
-// failure is logged and counted; the key set stays in use.
+// failure is logged and counted, and the key set stays in use.
 func (c *Cache) persist(keys map[string]*rsa.PublicKey, fetchedAt time.Time) {
 	if c.persister == nil {
 		return

@@ -108,6 +108,7 @@ func jwksBody(t testing.TB, keys ...map[string]any) []byte {
 type fakeJWKS struct {
 	srv      *httptest.Server
 	requests atomic.Int64
+	hung     chan struct{} // receives a value for each request that serveHang holds
 
 	mu      sync.Mutex
 	handler http.HandlerFunc // guarded by mu
@@ -115,7 +116,7 @@ type fakeJWKS struct {
 
 func newFakeJWKS(t *testing.T) *fakeJWKS {
 	t.Helper()
-	f := &fakeJWKS{}
+	f := &fakeJWKS{hung: make(chan struct{}, 1)}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.requests.Add(1)
 		f.mu.Lock()
@@ -138,8 +139,8 @@ func (f *fakeJWKS) serve(handler http.HandlerFunc) {
 	f.handler = handler
 }
 
-// serveBody makes f answer 200 with body and the given Cache-Control
-// header, unless cacheControl is empty.
+// serveBody makes f respond with status 200, body and the given
+// Cache-Control header, unless cacheControl is empty.
 func (f *fakeJWKS) serveBody(cacheControl string, body []byte) {
 	f.serve(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -161,12 +162,27 @@ func (f *fakeJWKS) serveHang(t *testing.T) (release func()) {
 
 	f.serve(func(w http.ResponseWriter, r *http.Request) {
 		select {
+		case f.hung <- struct{}{}:
+		default:
+		}
+		select {
 		case <-r.Context().Done():
 		case <-released:
 			http.Error(w, "released", http.StatusServiceUnavailable)
 		}
 	})
 	return release
+}
+
+// waitForHungRequest waits until a request reaches the handler that
+// serveHang set.
+func (f *fakeJWKS) waitForHungRequest(t *testing.T) {
+	t.Helper()
+	select {
+	case <-f.hung:
+	case <-time.After(watchdog):
+		t.Fatalf("no request reached the hanging handler within %s", watchdog)
+	}
 }
 
 func (f *fakeJWKS) fetches() int64 { return f.requests.Load() }
@@ -194,8 +210,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // fakeTimer replaces Cache.wait. Each time the refresh loop finishes a
-// fetch and asks to wait, the delay is sent on delays; the loop then waits
-// until the test calls fire.
+// fetch, it sends the delay it requests on delays and then waits until the
+// test calls fire.
 type fakeTimer struct {
 	delays chan time.Duration
 	fires  chan struct{}
@@ -219,7 +235,7 @@ func (f *fakeTimer) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// nextDelay returns the delay the loop asked for after its latest fetch,
+// nextDelay returns the delay the loop requested after its latest fetch,
 // which also shows that the fetch has finished.
 func (f *fakeTimer) nextDelay(t *testing.T) time.Duration {
 	t.Helper()
@@ -232,15 +248,22 @@ func (f *fakeTimer) nextDelay(t *testing.T) time.Duration {
 	}
 }
 
-// fire ends the loop's wait, so that it starts the next scheduled fetch,
-// and returns the delay it asks for after that fetch.
-func (f *fakeTimer) fire(t *testing.T) time.Duration {
+// fireAsync ends the loop's wait, so that it starts the next scheduled
+// fetch, and returns at once.
+func (f *fakeTimer) fireAsync(t *testing.T) {
 	t.Helper()
 	select {
 	case f.fires <- struct{}{}:
 	case <-time.After(watchdog):
 		t.Fatalf("refresh loop was not waiting within %s", watchdog)
 	}
+}
+
+// fire ends the loop's wait, so that it starts the next scheduled fetch,
+// and returns the delay it requests after that fetch.
+func (f *fakeTimer) fire(t *testing.T) time.Duration {
+	t.Helper()
+	f.fireAsync(t)
 	return f.nextDelay(t)
 }
 

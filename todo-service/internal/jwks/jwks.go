@@ -1,8 +1,8 @@
 // Package jwks keeps the auth service's public signing keys for the todo
 // service. A Cache fetches the JWKS document, refreshes it in the
 // background, persists the last good set and resolves key IDs for token
-// verification, so that requests never wait on the auth service beyond a
-// short bounded wait.
+// verification. A request waits on the network only for a refetch caused
+// by an unknown kid, and for at most UnknownKidWait.
 package jwks
 
 import (
@@ -28,7 +28,7 @@ type Config struct {
 	MinRefreshInterval time.Duration // lower bound when honouring Cache-Control max-age
 	MaxRefreshInterval time.Duration // upper bound, and the refresh period without max-age
 	UnknownKidCooldown time.Duration // at most one unknown-kid refetch per cooldown
-	UnknownKidWait     time.Duration // longest a request waits for a refetch in flight
+	UnknownKidWait     time.Duration // max time a request waits for a refetch in flight
 	MaxStaleAge        time.Duration // beyond it PublicKey fails with ErrKeysUnavailable
 	FetchTimeout       time.Duration // limit for one fetch, and for one Persister call
 	MaxBodyBytes       int64         // larger response bodies are rejected
@@ -142,8 +142,8 @@ type Cache struct {
 	wg     sync.WaitGroup // the refresh loop and fetches in flight
 
 	mu sync.Mutex // guards the fields below
-	// inflight is the fetch in progress; every caller that wants a fetch
-	// meanwhile waits for this one.
+	// inflight is the fetch in progress. A caller that needs a fetch
+	// meanwhile waits for this one instead of starting another.
 	inflight *fetchCall
 	// lastUnknownRefetch is when the last fetch for an unknown kid started.
 	lastUnknownRefetch time.Time
@@ -218,11 +218,9 @@ func (c *Cache) Ready() bool {
 }
 
 // PublicKey returns the RSA public key with the given key ID. It implements
-// accesstoken.KeyResolver and returns only two kinds of error:
-//
-//   - one wrapping accesstoken.ErrKeysUnavailable when no key set is loaded
-//     or the loaded one is older than MaxStaleAge;
-//   - one wrapping accesstoken.ErrUnknownKey when the set has no such key.
+// accesstoken.KeyResolver. Its errors wrap accesstoken.ErrKeysUnavailable
+// when no key set is loaded or the loaded one is older than MaxStaleAge, and
+// accesstoken.ErrUnknownKey when the set has no such key.
 //
 // For a kid that is not in the set, PublicKey starts a refetch unless one
 // started less than UnknownKidCooldown ago, and waits at most UnknownKidWait

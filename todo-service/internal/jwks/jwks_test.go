@@ -323,8 +323,9 @@ func TestCacheUnknownKidWaitIsBounded(t *testing.T) {
 	env.mustPublicKey(t, "a", keyA())
 	env.wantFetches(t, 2)
 
-	// The endpoint now publishes b and answers; the refetch in flight
-	// fails, the next one is suppressed by the cooldown until it passes.
+	// The endpoint now publishes b and responds at once. The refetch in
+	// flight still fails, and the cooldown suppresses the next one until it
+	// has passed.
 	env.server.serveBody("", jwksBody(t, publicJWK("a", keyA()), publicJWK("b", keyB())))
 	release()
 	env.waitForInflightFetch(t)
@@ -334,6 +335,29 @@ func TestCacheUnknownKidWaitIsBounded(t *testing.T) {
 	// After the cooldown a lookup of b refetches. Whether or not that
 	// fetch ends within the 20ms wait, b resolves once it has ended.
 	env.clock.Advance(30 * time.Second)
+	_, _ = env.cache.PublicKey(t.Context(), "b")
+	env.waitForInflightFetch(t)
+	env.mustPublicKey(t, "b", keyB())
+	env.wantFetches(t, 3)
+}
+
+func TestCacheUnknownKidJoinsScheduledFetch(t *testing.T) {
+	env := newTestEnv(t, func(cfg *Config) { cfg.UnknownKidWait = 20 * time.Millisecond })
+	env.server.serveBody("", jwksBody(t, publicJWK("a", keyA())))
+	env.start(t)
+
+	release := env.server.serveHang(t)
+	env.timer.fireAsync(t)
+	env.server.waitForHungRequest(t)
+
+	// The lookup waits for the scheduled fetch instead of starting one,
+	// so it does not use up the cooldown.
+	env.mustFail(t, "b", accesstoken.ErrUnknownKey)
+	env.wantFetches(t, 2)
+
+	env.server.serveBody("", jwksBody(t, publicJWK("a", keyA()), publicJWK("b", keyB())))
+	release()
+	env.timer.nextDelay(t)
 	_, _ = env.cache.PublicKey(t.Context(), "b")
 	env.waitForInflightFetch(t)
 	env.mustPublicKey(t, "b", keyB())
@@ -353,7 +377,7 @@ func TestCacheUnknownKidFlood(t *testing.T) {
 		errs := make(chan error, goroutines)
 		for i := range goroutines {
 			wg.Go(func() {
-				// Every tenth call asks for the known key, which must
+				// Every tenth call requests the known key, which must
 				// keep resolving during the flood.
 				if i%10 == 0 {
 					key, err := env.cache.PublicKey(context.Background(), "a")

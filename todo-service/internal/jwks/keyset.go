@@ -16,7 +16,7 @@ import (
 )
 
 // Key acceptance rules. A key that breaks any of them is dropped from the
-// set; the rest of the set is still used.
+// set, and the other keys are still used.
 const (
 	maxKIDBytes      = 128
 	minModulusBits   = 2048
@@ -86,10 +86,12 @@ type parsedKeySet struct {
 }
 
 // parseKeySet parses a JWKS document and keeps the keys that may verify
-// RS256 access tokens: kty RSA with a kid of 1 to 128 printable ASCII
-// characters, alg RS256 and use sig (a key lacking alg or use is dropped,
-// like one with another value), key_ops absent or including verify, no
-// private member, exponent 65537 and a modulus of 2048 to 8192 bits.
+// RS256 access tokens. Such a key has
+//   - no private member,
+//   - kty RSA and a kid of 1 to 128 printable ASCII characters,
+//   - alg RS256 and use sig (a key lacking alg or use is dropped, like one
+//     with another value), and key_ops absent or including verify,
+//   - exponent 65537 and a modulus of 2048 to 8192 bits.
 //
 // When several acceptable keys share a kid, all of them are dropped, so the
 // result never depends on their order.
