@@ -53,17 +53,19 @@ func selectKeys(ctx context.Context, q sqlx.QueryerContext) ([]keyRecord, error)
 
 // lockTransitions blocks until no other transaction holds the transition
 // lock. On PostgreSQL it takes an advisory lock that ends with tx. On
-// SQLite no statement is needed, because store.Open opens every
-// transaction with BEGIN IMMEDIATE (_txlock=immediate), which takes the
-// database write lock.
-//
-// NOTE: a SQLite handle opened without _txlock=immediate gets no lock
-// here, and two processes could then perform the same transition.
+// SQLite it starts with a write that changes no row, which takes the
+// database write lock before the transaction reads anything, so a second
+// writer waits (busy_timeout) instead of failing with SQLITE_BUSY when it
+// upgrades a read. A handle opened by store.Open already holds that lock
+// from BEGIN IMMEDIATE, and the write is then a no-op.
 func lockTransitions(ctx context.Context, tx *sqlx.Tx) error {
-	if tx.DriverName() != "postgres" {
-		return nil
+	var err error
+	if tx.DriverName() == "postgres" {
+		_, err = tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", transitionLockID)
+	} else {
+		_, err = tx.ExecContext(ctx, "UPDATE signing_keys SET kid = kid WHERE 1 = 0")
 	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", transitionLockID); err != nil {
+	if err != nil {
 		return fmt.Errorf("lock signing-key transitions: %w", err)
 	}
 	return nil

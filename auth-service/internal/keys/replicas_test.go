@@ -311,3 +311,61 @@ func hasLabel(pairs []*dto.LabelPair, name, value string) bool {
 	}
 	return false
 }
+
+// TestReplicasRaceOnDeferredSQLite uses SQLite handles that open
+// transactions with a plain (deferred) BEGIN, unlike store.Open. Without
+// the write lock taken at the start of a transition, one of two racing
+// replicas would fail with SQLITE_BUSY on nearly every round.
+func TestReplicasRaceOnDeferredSQLite(t *testing.T) {
+	const rounds = 20
+
+	path := filepath.Join(t.TempDir(), "auth.db")
+	s, err := store.Open(testContext(t), store.Config{SQLitePath: path})
+	if err != nil {
+		t.Fatalf("store.Open() = %v", err)
+	}
+	if _, err := s.Migrate(testContext(t)); err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	s.Close()
+
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
+	var dbs [2]*sqlx.DB
+	for i := range dbs {
+		db, err := sqlx.Open("sqlite", dsn)
+		if err != nil {
+			t.Fatalf("sqlx.Open(%s) = %v", dsn, err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs[i] = db
+	}
+
+	ctx := testContext(t)
+	clock := newTestClock()
+	cfg := testConfig(clock)
+	a := startTestManager(t, dbs[0], cfg)
+	b := startTestManager(t, dbs[1], cfg)
+	for round := range rounds {
+		records, err := selectKeys(ctx, dbs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Set(cfg.dueTime(records))
+
+		var doneA, doneB []transition
+		var errA, errB error
+		together(
+			func() { doneA, errA = a.refresh(ctx) },
+			func() { doneB, errB = b.refresh(ctx) },
+		)
+		if errA != nil || errB != nil {
+			t.Fatalf("round %d: refresh() = %v and %v, want nil", round, errA, errB)
+		}
+		if len(doneA) > 0 && len(doneB) > 0 {
+			t.Fatalf("round %d: both replicas performed transitions: %v and %v", round, doneA, doneB)
+		}
+		if len(doneA) == 0 && len(doneB) == 0 {
+			t.Fatalf("round %d: no replica performed the due transition", round)
+		}
+	}
+}
