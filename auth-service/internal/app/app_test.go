@@ -15,9 +15,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"example.com/todoapp/auth-service/internal/app"
 	authv1 "example.com/todoapp/proto/gen/auth/v1"
@@ -704,4 +706,47 @@ func decodeHeader(t *testing.T, token string) jwsHeader {
 		t.Fatalf("parse token header: %v", err)
 	}
 	return h
+}
+
+// rawCodec sends pre-encoded request bytes, which lets a test send string
+// fields that the generated client would refuse to encode.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+func TestInvalidUTF8NamesField(t *testing.T) {
+	s := startServer(t)
+
+	var req []byte
+	req = protowire.AppendTag(req, 1, protowire.BytesType)
+	req = protowire.AppendBytes(req, []byte("ada\xff@example.com"))
+	req = protowire.AppendTag(req, 2, protowire.BytesType)
+	req = protowire.AppendBytes(req, []byte("correct horse \xc3"))
+
+	var resp []byte
+	err := s.conn.Invoke(testContext(t), "/auth.v1.AuthService/SignUp", &req, &resp, grpc.ForceCodecV2(rawCodec{}))
+	st := wantCode(t, "SignUp(invalid UTF-8)", err, codes.InvalidArgument)
+	if diff := cmp.Diff([]string{"email", "password"}, fieldViolations(st)); diff != "" {
+		t.Errorf("SignUp(invalid UTF-8) field violations mismatch (-want +got):\n%s", diff)
+	}
+
+	// The same raw path with valid UTF-8 works, so the codec passes good
+	// requests through.
+	req = nil
+	req = protowire.AppendTag(req, 1, protowire.BytesType)
+	req = protowire.AppendBytes(req, []byte("ada@example.com"))
+	req = protowire.AppendTag(req, 2, protowire.BytesType)
+	req = protowire.AppendBytes(req, []byte("correct horse battery"))
+	if err := s.conn.Invoke(testContext(t), "/auth.v1.AuthService/SignUp", &req, &resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		t.Errorf("SignUp(raw valid request) = %v, want nil", err)
+	}
 }

@@ -80,7 +80,9 @@ func unaryInterceptor(logger *slog.Logger, m *metrics) grpc.UnaryServerIntercept
 					resp, err = nil, status.Error(codes.Internal, "internal error")
 				}
 			}()
-			resp, err = handler(ctx, req)
+			if err = takeInvalidUTF8(req); err == nil {
+				resp, err = handler(ctx, req)
+			}
 		}()
 
 		cause := err

@@ -68,6 +68,7 @@ func New(cfg Config, svc *auth.Service) (*grpc.Server, *health.Server, error) {
 	server := grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.ForceServerCodecV2(newUTF8Codec()),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
 		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
 	)
