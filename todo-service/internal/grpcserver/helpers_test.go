@@ -144,7 +144,7 @@ func startServerWithStore(t *testing.T, clock *storetest.Clock, s *store.Store) 
 	if err != nil {
 		t.Fatalf("grpcserver.New: %v", err)
 	}
-	registerWhoami(server)
+	registerWhoami(server.Server)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,6 +61,9 @@ type observer struct {
 	logger   *slog.Logger
 	handled  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	// active counts the RPCs in progress, for the shutdown log.
+	active atomic.Int64
 }
 
 func newObserver(logger *slog.Logger, reg prometheus.Registerer) (*observer, error) {
@@ -74,8 +78,12 @@ func newObserver(logger *slog.Logger, reg prometheus.Registerer) (*observer, err
 			Help:    "Time from the start of an RPC to its status, in seconds, by full method name.",
 			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}, []string{"grpc_method"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "grpc_server_in_flight_rpcs",
+			Help: "RPCs in progress, streams included.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{o.handled, o.duration} {
+	for _, c := range []prometheus.Collector{o.handled, o.duration, o.inFlight} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gRPC metrics: %w", err)
 		}
@@ -86,6 +94,8 @@ func newObserver(logger *slog.Logger, reg prometheus.Registerer) (*observer, err
 // begin starts the bookkeeping of one RPC and returns the context the
 // handlers see.
 func (o *observer) begin(ctx context.Context) (context.Context, *callInfo) {
+	o.active.Add(1)
+	o.inFlight.Inc()
 	ci := &callInfo{requestID: requestID(ctx)}
 	ctx = context.WithValue(ctx, callInfoKey{}, ci)
 	// SetHeader fails only when headers were already sent, which cannot
@@ -97,6 +107,8 @@ func (o *observer) begin(ctx context.Context) (context.Context, *callInfo) {
 // end records the outcome of one RPC.
 func (o *observer) end(ctx context.Context, method string, ci *callInfo, start time.Time, err error) {
 	elapsed := time.Since(start)
+	o.active.Add(-1)
+	o.inFlight.Dec()
 	code := status.Code(err)
 	o.handled.WithLabelValues(method, code.String()).Inc()
 	o.duration.WithLabelValues(method).Observe(elapsed.Seconds())

@@ -29,12 +29,23 @@ type Options struct {
 	Health *health.Server
 }
 
+// Server is a gRPC server with the todo service registered.
+type Server struct {
+	*grpc.Server
+	observer *observer
+}
+
+// InFlight returns the number of RPCs in progress.
+func (s *Server) InFlight() int64 {
+	return s.observer.active.Load()
+}
+
 // New returns a gRPC server with TodoService, health and server reflection
 // (v1 and v1alpha) registered. Every call is logged and counted. Calls to
 // TodoService need a valid bearer token, while health and reflection do
 // not. Messages larger than MaxRecvMsgBytes and metadata larger than
 // MaxHeaderListBytes are rejected before any handler runs.
-func New(opts Options) (*grpc.Server, error) {
+func New(opts Options) (*Server, error) {
 	if opts.Store == nil || opts.Verifier == nil || opts.Logger == nil || opts.Registerer == nil || opts.Health == nil {
 		return nil, errors.New("grpcserver: Store, Verifier, Logger, Registerer and Health are all required")
 	}
@@ -54,5 +65,5 @@ func New(opts Options) (*grpc.Server, error) {
 	todov1.RegisterTodoServiceServer(server, &todoService{store: opts.Store})
 	healthpb.RegisterHealthServer(server, opts.Health)
 	reflection.Register(server)
-	return server, nil
+	return &Server{Server: server, observer: obs}, nil
 }

@@ -125,12 +125,28 @@ func openPostgres(rawURL string) (*Store, error) {
 
 	db, err := sqlx.Open("postgres", rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open postgres database %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("open postgres database %s: %w", RedactURL(rawURL), err)
 	}
 	db.SetMaxOpenConns(20)
 	db.SetMaxIdleConns(10)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	return &Store{db: db, dialect: DialectPostgres, target: u.Redacted()}, nil
+	return &Store{db: db, dialect: DialectPostgres, target: RedactURL(rawURL)}, nil
+}
+
+// RedactURL returns rawURL fit for logs. A password in the user
+// information or in a password query parameter is replaced by "xxxxx", and
+// a URL that does not parse is replaced as a whole.
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	query := u.Query()
+	if query.Has("password") {
+		query.Set("password", "xxxxx")
+		u.RawQuery = query.Encode()
+	}
+	return u.Redacted()
 }
 
 // Close closes the connection pool.

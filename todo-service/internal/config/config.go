@@ -1,0 +1,246 @@
+// Package config reads the todo-service settings from command-line flags
+// and TODO_* environment variables, and validates them.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"example.com/todoapp/todo-service/internal/jwks"
+	"example.com/todoapp/todo-service/internal/store"
+)
+
+// EnvPrefix starts the name of the environment variable of every flag.
+// The rest is the flag name in upper case with dashes turned into
+// underscores: -grpc-addr is TODO_GRPC_ADDR.
+const EnvPrefix = "TODO_"
+
+// Config holds every setting of the service.
+type Config struct {
+	GRPCAddr string
+	HTTPAddr string
+	// DatabaseURL is a postgres:// URL. When empty, the store is SQLite in
+	// DataDir.
+	DatabaseURL      string
+	DataDir          string
+	Issuer           string
+	Audience         string
+	ClockSkew        time.Duration
+	MaxTokenLifetime time.Duration
+	ShutdownTimeout  time.Duration
+	LogFormat        string
+	LogLevel         slog.Level
+	JWKS             jwks.Config
+}
+
+// Default returns the settings used when no flag or environment variable
+// sets them.
+func Default() Config {
+	cfg := Config{
+		GRPCAddr:         "127.0.0.1:50052",
+		HTTPAddr:         "127.0.0.1:8082",
+		DataDir:          "data/todo",
+		Issuer:           "http://127.0.0.1:8081",
+		Audience:         "todo-service",
+		ClockSkew:        30 * time.Second,
+		MaxTokenLifetime: time.Hour,
+		ShutdownTimeout:  15 * time.Second,
+		LogFormat:        "json",
+		LogLevel:         slog.LevelInfo,
+		JWKS:             jwks.DefaultConfig(),
+	}
+	cfg.JWKS.URL = "http://127.0.0.1:8081/.well-known/jwks.json"
+	return cfg
+}
+
+// Parse returns the settings from args, falling back to the environment
+// that getenv reads and then to Default. A flag given in args wins over
+// its environment variable. Usage text for -h goes to output, and then
+// Parse returns flag.ErrHelp.
+func Parse(name string, args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(output)
+
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "host:port of the gRPC listener")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "host:port of the HTTP listener that serves /metrics")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL,
+		"PostgreSQL URL (postgres://...); when empty, SQLite in the data directory")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the SQLite database file todo.db")
+	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "expected iss claim of access tokens, compared exactly")
+	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "audience that the aud claim of access tokens must contain")
+	fs.DurationVar(&cfg.ClockSkew, "clock-skew", cfg.ClockSkew, "clock difference tolerated when checking exp, nbf and iat")
+	fs.DurationVar(&cfg.MaxTokenLifetime, "max-token-lifetime", cfg.MaxTokenLifetime,
+		"maximum exp minus iat of an accepted access token")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
+		"time that in-flight RPCs get to finish after SIGTERM before they are cancelled")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or text")
+	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "minimum log level: debug, info, warn or error")
+
+	fs.StringVar(&cfg.JWKS.URL, "jwks-url", cfg.JWKS.URL, "URL of the auth service's JWKS document")
+	fs.DurationVar(&cfg.JWKS.MinRefreshInterval, "jwks-min-refresh-interval", cfg.JWKS.MinRefreshInterval,
+		"shortest time between two scheduled JWKS fetches, even when Cache-Control max-age is shorter")
+	fs.DurationVar(&cfg.JWKS.MaxRefreshInterval, "jwks-max-refresh-interval", cfg.JWKS.MaxRefreshInterval,
+		"longest time between two scheduled JWKS fetches, and the period when the response has no max-age")
+	fs.DurationVar(&cfg.JWKS.UnknownKidCooldown, "jwks-unknown-kid-cooldown", cfg.JWKS.UnknownKidCooldown,
+		"minimum time between two JWKS fetches caused by tokens with an unknown kid")
+	fs.DurationVar(&cfg.JWKS.UnknownKidWait, "jwks-unknown-kid-wait", cfg.JWKS.UnknownKidWait,
+		"maximum time a request waits for a JWKS fetch caused by an unknown kid")
+	fs.DurationVar(&cfg.JWKS.MaxStaleAge, "jwks-max-stale-age", cfg.JWKS.MaxStaleAge,
+		"age of the last good key set after which tokens are rejected with UNAVAILABLE")
+	fs.DurationVar(&cfg.JWKS.FetchTimeout, "jwks-fetch-timeout", cfg.JWKS.FetchTimeout, "timeout of one JWKS fetch")
+	fs.Int64Var(&cfg.JWKS.MaxBodyBytes, "jwks-max-body-bytes", cfg.JWKS.MaxBodyBytes,
+		"maximum size of a JWKS response body in bytes")
+
+	fs.Usage = func() {
+		fmt.Fprintf(output, "Usage: %s [flags]\n\nEvery flag can also be set by an environment variable, "+
+			"for example -grpc-addr by %sGRPC_ADDR. A flag wins over its variable.\n\nFlags:\n", name, EnvPrefix)
+		fs.PrintDefaults()
+	}
+
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: %s takes flags only", fs.Arg(0), name)
+	}
+
+	// Environment variables fill the flags that args did not set.
+	explicit := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if explicit[f.Name] {
+			return
+		}
+		env := EnvName(f.Name)
+		value := getenv(env)
+		if value == "" {
+			return
+		}
+		if err := fs.Set(f.Name, value); err != nil {
+			errs = append(errs, fmt.Errorf("invalid %s: %w", env, err))
+		}
+	})
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// EnvName returns the environment variable that sets the flag named flagName.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Validate returns an error that lists every invalid setting, or nil.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+
+	if err := checkListenAddr(c.GRPCAddr); err != nil {
+		add("invalid -grpc-addr %q: %w", c.GRPCAddr, err)
+	}
+	if err := checkListenAddr(c.HTTPAddr); err != nil {
+		add("invalid -http-addr %q: %w", c.HTTPAddr, err)
+	}
+	if c.DatabaseURL != "" {
+		if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+			add("invalid -database-url: %w", err)
+		}
+	} else if c.DataDir == "" {
+		add("-data-dir is empty: set it, or set -database-url to use PostgreSQL")
+	}
+
+	if c.Issuer == "" || strings.TrimSpace(c.Issuer) != c.Issuer {
+		add("invalid -issuer %q: must be non-empty with no surrounding white space", c.Issuer)
+	}
+	if c.Audience == "" || strings.TrimSpace(c.Audience) != c.Audience {
+		add("invalid -audience %q: must be non-empty with no surrounding white space", c.Audience)
+	}
+	// The verifier treats a zero skew as "use the default", so zero is
+	// rejected here instead of silently becoming 30s.
+	if c.ClockSkew <= 0 || c.ClockSkew > 5*time.Minute {
+		add("invalid -clock-skew %s: must be greater than 0 and at most 5m", c.ClockSkew)
+	}
+	if c.MaxTokenLifetime <= 0 || c.MaxTokenLifetime > 24*time.Hour {
+		add("invalid -max-token-lifetime %s: must be greater than 0 and at most 24h", c.MaxTokenLifetime)
+	}
+	if c.ShutdownTimeout <= 0 {
+		add("invalid -shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		add("invalid -log-format %q: must be json or text", c.LogFormat)
+	}
+
+	// jwks.Config.Validate names the settings in words, not flags.
+	if err := c.JWKS.Validate(); err != nil {
+		add("invalid -jwks-* settings: %w", err)
+	}
+
+	return errors.Join(errs...)
+}
+
+// LogAttrs returns the effective settings for the start-up log line. The
+// database URL has its password redacted.
+func (c Config) LogAttrs() []slog.Attr {
+	database := "sqlite"
+	if c.DatabaseURL != "" {
+		database = store.RedactURL(c.DatabaseURL)
+	}
+	return []slog.Attr{
+		slog.String("grpc_addr", c.GRPCAddr),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("database", database),
+		slog.String("data_dir", c.DataDir),
+		slog.String("issuer", c.Issuer),
+		slog.String("audience", c.Audience),
+		slog.Duration("clock_skew", c.ClockSkew),
+		slog.Duration("max_token_lifetime", c.MaxTokenLifetime),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_format", c.LogFormat),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.String("jwks_url", store.RedactURL(c.JWKS.URL)),
+		slog.Duration("jwks_min_refresh_interval", c.JWKS.MinRefreshInterval),
+		slog.Duration("jwks_max_refresh_interval", c.JWKS.MaxRefreshInterval),
+		slog.Duration("jwks_unknown_kid_cooldown", c.JWKS.UnknownKidCooldown),
+		slog.Duration("jwks_unknown_kid_wait", c.JWKS.UnknownKidWait),
+		slog.Duration("jwks_max_stale_age", c.JWKS.MaxStaleAge),
+		slog.Duration("jwks_fetch_timeout", c.JWKS.FetchTimeout),
+		slog.Int64("jwks_max_body_bytes", c.JWKS.MaxBodyBytes),
+	}
+}
+
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("must be host:port, for example 127.0.0.1:50052")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+// checkDatabaseURL checks the scheme. Its errors never repeat the URL,
+// which may contain a password.
+func checkDatabaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("scheme %q is not supported: use postgres://, or leave it empty for SQLite", u.Scheme)
+	}
+	return nil
+}
