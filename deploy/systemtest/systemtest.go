@@ -101,6 +101,8 @@ type Service struct {
 	GRPCAddr string // 127.0.0.1:port
 	HTTPAddr string // 127.0.0.1:port
 	DataDir  string
+	// Env is added to the environment the process inherits from the test.
+	Env []string
 
 	bin  string
 	args []string
@@ -117,6 +119,16 @@ type Service struct {
 func StartAuth(tb testing.TB, extraArgs ...string) *Service {
 	tb.Helper()
 
+	s := NewAuth(tb, extraArgs...)
+	s.Start(tb)
+	return s
+}
+
+// NewAuth prepares auth-service like StartAuth without starting it, so a test
+// can set Env first. Flags in extraArgs override the defaults set here.
+func NewAuth(tb testing.TB, extraArgs ...string) *Service {
+	tb.Helper()
+
 	authBin, _ := Binaries(tb)
 	grpcAddr, httpAddr := FreeAddr(tb), FreeAddr(tb)
 	dataDir := tb.TempDir()
@@ -131,9 +143,7 @@ func StartAuth(tb testing.TB, extraArgs ...string) *Service {
 	}
 	args = append(args, extraArgs...)
 
-	s := &Service{Name: "auth-service", GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DataDir: dataDir, bin: authBin, args: args, logs: &lockedBuffer{}}
-	s.Start(tb)
-	return s
+	return &Service{Name: "auth-service", GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DataDir: dataDir, bin: authBin, args: args, logs: &lockedBuffer{}}
 }
 
 // StartTodo starts todo-service on SQLite in a temporary data directory and
@@ -190,6 +200,7 @@ func (s *Service) StartNoWait(tb testing.TB) {
 	}
 
 	cmd := exec.Command(s.bin, s.args...)
+	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout = s.logs
 	cmd.Stderr = s.logs
 	if err := cmd.Start(); err != nil {
