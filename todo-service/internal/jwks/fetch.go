@@ -34,7 +34,12 @@ var fetchOutcomes = []string{
 	outcomeTooLarge, outcomeInvalidBody, outcomeEmptySet, outcomeNoUsableKey, outcomeCanceled,
 }
 
-const maxRedirects = 10
+const (
+	maxRedirects = 10
+	// maxResponseHeaderBytes caps the response headers of the default
+	// client, far below the net/http default of 10 MiB (Go 1.26).
+	maxResponseHeaderBytes = 64 << 10
+)
 
 var (
 	errRedirectRejected = errors.New("redirect to another origin rejected")
@@ -305,7 +310,9 @@ func newHTTPClient(cfg Config) *http.Client {
 
 	var transport http.RoundTripper = http.DefaultTransport
 	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		transport = t.Clone()
+		clone := t.Clone()
+		clone.MaxResponseHeaderBytes = maxResponseHeaderBytes
+		transport = clone
 	}
 	return &http.Client{
 		Transport:     transport,

@@ -2,7 +2,9 @@ package jwks
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,27 +24,33 @@ type fault struct {
 	// requests is the number of requests the endpoint receives in the
 	// test: one good fetch and two failed ones. Zero means 3.
 	requests int64
-	// inject switches env's endpoint to the fault. refuse, when set, makes
-	// every new connection go to a port that refuses it.
-	inject func(t *testing.T, env *testEnv, refuse *atomic.Bool)
+	// refuse makes every fetch after the first connect to a port that
+	// refuses the connection. The cache then uses a client that dials
+	// for each fetch; the other faults use the default client.
+	refuse bool
+	// hang marks a fault that makes fetches time out. The test then sets a
+	// fetch timeout of 100ms instead of one that only a bug reaches.
+	hang bool
+	// inject switches env's endpoint to the fault.
+	inject func(t *testing.T, env *testEnv)
 }
 
-func statusFault(code int) func(*testing.T, *testEnv, *atomic.Bool) {
-	return func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+func statusFault(code int) func(*testing.T, *testEnv) {
+	return func(t *testing.T, env *testEnv) {
 		env.server.serve(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, http.StatusText(code), code)
 		})
 	}
 }
 
-func bodyFault(body string) func(*testing.T, *testEnv, *atomic.Bool) {
-	return func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+func bodyFault(body string) func(*testing.T, *testEnv) {
+	return func(t *testing.T, env *testEnv) {
 		env.server.serveBody("max-age=60", []byte(body))
 	}
 }
 
-func keysFault(keys ...func() map[string]any) func(*testing.T, *testEnv, *atomic.Bool) {
-	return func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+func keysFault(keys ...func() map[string]any) func(*testing.T, *testEnv) {
+	return func(t *testing.T, env *testEnv) {
 		jwks := make([]map[string]any, 0, len(keys))
 		for _, key := range keys {
 			jwks = append(jwks, key())
@@ -58,8 +66,8 @@ func oversizedKeySet(t *testing.T, size int) []byte {
 	return append(body, bytes.Repeat([]byte(" "), size-len(body))...)
 }
 
-func redirectFault(target func(t *testing.T, env *testEnv) string) func(*testing.T, *testEnv, *atomic.Bool) {
-	return func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+func redirectFault(target func(t *testing.T, env *testEnv) string) func(*testing.T, *testEnv) {
+	return func(t *testing.T, env *testEnv) {
 		location := target(t, env)
 		env.server.serve(func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, location, http.StatusFound)
@@ -72,21 +80,22 @@ var fetchFaults = []fault{
 		name:     "connection refused",
 		outcome:  outcomeNetworkError,
 		requests: 1, // the failed fetches reach only the refusing port
-		inject: func(t *testing.T, env *testEnv, refuse *atomic.Bool) {
-			refuse.Store(true)
-		},
+		refuse:   true,
+		inject:   func(t *testing.T, env *testEnv) {},
 	},
 	{
 		name:    "timeout before headers",
 		outcome: outcomeTimeout,
-		inject: func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+		hang:    true,
+		inject: func(t *testing.T, env *testEnv) {
 			env.server.serveHang(t)
 		},
 	},
 	{
 		name:    "timeout during body",
 		outcome: outcomeTimeout,
-		inject: func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+		hang:    true,
+		inject: func(t *testing.T, env *testEnv) {
 			env.server.serve(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusOK)
 				_, _ = w.Write([]byte(`{"keys":[`))
@@ -98,7 +107,7 @@ var fetchFaults = []fault{
 	{
 		name:    "truncated body",
 		outcome: outcomeNetworkError,
-		inject: func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+		inject: func(t *testing.T, env *testEnv) {
 			env.server.serve(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Length", "1000")
 				_, _ = w.Write([]byte(`{"keys":[`))
@@ -131,14 +140,14 @@ var fetchFaults = []fault{
 	{
 		name:    "body over cap with content length",
 		outcome: outcomeTooLarge,
-		inject: func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+		inject: func(t *testing.T, env *testEnv) {
 			env.server.serveBody("", oversizedKeySet(t, 1<<20+1))
 		},
 	},
 	{
 		name:    "body over cap chunked",
 		outcome: outcomeTooLarge,
-		inject: func(t *testing.T, env *testEnv, _ *atomic.Bool) {
+		inject: func(t *testing.T, env *testEnv) {
 			body := oversizedKeySet(t, 1<<20+1)
 			env.server.serve(func(w http.ResponseWriter, r *http.Request) {
 				// Flushing before the end sends the body chunked, without
@@ -146,6 +155,34 @@ var fetchFaults = []fault{
 				_, _ = w.Write(body[:100])
 				w.(http.Flusher).Flush()
 				_, _ = w.Write(body[100:])
+			})
+		},
+	},
+	{
+		name:    "gzip body over cap",
+		outcome: outcomeTooLarge,
+		inject: func(t *testing.T, env *testEnv) {
+			var compressed bytes.Buffer
+			writer := gzip.NewWriter(&compressed)
+			_, _ = writer.Write(oversizedKeySet(t, 1<<20+1))
+			_ = writer.Close()
+			env.server.serve(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Encoding", "gzip")
+				_, _ = w.Write(compressed.Bytes())
+			})
+		},
+	},
+	{
+		name:    "oversized response headers",
+		outcome: outcomeNetworkError,
+		inject: func(t *testing.T, env *testEnv) {
+			body := jwksBody(t, publicJWK("a", keyA()))
+			padding := strings.Repeat("x", 8<<10)
+			env.server.serve(func(w http.ResponseWriter, r *http.Request) {
+				for i := range 10 {
+					w.Header().Set(fmt.Sprintf("X-Padding-%d", i), padding)
+				}
+				_, _ = w.Write(body)
 			})
 		},
 	},
@@ -192,6 +229,24 @@ var fetchFaults = []fault{
 	},
 }
 
+// refusableClient returns an HTTP client that opens a new connection for
+// each request and, while refuse is set, sends it to a port that refuses
+// it.
+func refusableClient(t *testing.T, refuse *atomic.Bool) *http.Client {
+	t.Helper()
+	refused := refusingAddr(t)
+	return &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if refuse.Load() {
+				addr = refused
+			}
+			var dialer net.Dialer
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
 // TestCacheFetchFaultKeepsLastGoodSet plays each fault against a cache that
 // holds a good key set: a scheduled refresh and one unknown-kid refetch
 // fail, the known key keeps verifying, and a second unknown kid within the
@@ -200,26 +255,19 @@ func TestCacheFetchFaultKeepsLastGoodSet(t *testing.T) {
 	for _, tt := range fetchFaults {
 		t.Run(tt.name, func(t *testing.T) {
 			var refuse atomic.Bool
-			refused := refusingAddr(t)
 			env := newTestEnv(t, func(cfg *Config) {
-				cfg.FetchTimeout = 100 * time.Millisecond
-				cfg.HTTPClient = &http.Client{Transport: &http.Transport{
-					// Without keep-alive every fetch dials, so that
-					// refuse takes effect at once.
-					DisableKeepAlives: true,
-					DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-						if refuse.Load() {
-							addr = refused
-						}
-						var dialer net.Dialer
-						return dialer.DialContext(ctx, network, addr)
-					},
-				}}
+				if tt.hang {
+					cfg.FetchTimeout = 100 * time.Millisecond
+				}
+				if tt.refuse {
+					cfg.HTTPClient = refusableClient(t, &refuse)
+				}
 			})
 			env.server.serveBody("", jwksBody(t, publicJWK("a", keyA())))
 			env.start(t)
 
-			tt.inject(t, env, &refuse)
+			refuse.Store(tt.refuse)
+			tt.inject(t, env)
 			env.clock.Advance(10 * time.Minute)
 			delay := env.timer.fire(t)
 

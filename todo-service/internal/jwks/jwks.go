@@ -31,7 +31,7 @@ type Config struct {
 	UnknownKidWait     time.Duration // max time a request waits for a refetch in flight
 	MaxStaleAge        time.Duration // beyond it PublicKey fails with ErrKeysUnavailable
 	FetchTimeout       time.Duration // limit for one fetch, and for one Persister call
-	MaxBodyBytes       int64         // larger response bodies are rejected
+	MaxBodyBytes       int64         // larger response bodies, counted after gzip decoding, are rejected
 	// HTTPClient is the client for fetches. When nil, the Cache builds one
 	// with FetchTimeout and a redirect rule that rejects any change of
 	// scheme, host or port. A client whose CheckRedirect is nil gets the
@@ -106,8 +106,11 @@ func validateURL(raw string) error {
 	return nil
 }
 
-// Persister stores the last good key set (the raw JWKS JSON) so that a
-// restart while the auth service is down still verifies tokens.
+// Persister stores the last good key set as JWKS JSON so that a restart
+// while the auth service is down still verifies tokens. The Cache saves the
+// keys it accepted, re-encoded with only their public members, instead of
+// the response body, so that a private member that a broken endpoint
+// published never reaches the database.
 type Persister interface {
 	// LoadKeySet returns a nil body, a zero time and a nil error when no
 	// key set is stored.
@@ -120,6 +123,11 @@ type Persister interface {
 // Only a fetch that returns a valid set with at least one usable key
 // replaces the key set. Every other outcome keeps the last good set until it
 // is older than MaxStaleAge, counted from its fetch time.
+//
+// A usable key is an RSA key with alg RS256 and use sig, exponent 65537, a
+// modulus of 2048 to 8192 bits and no private member. A key that lacks alg
+// or use is ignored, like one with another value, and the rest of the set
+// is still used. When two usable keys share a kid, both are ignored.
 type Cache struct {
 	cfg       Config
 	persister Persister
