@@ -124,8 +124,9 @@ type Persister interface {
 // replaces the key set. Every other outcome keeps the last good set until it
 // is older than MaxStaleAge, counted from its fetch time.
 //
-// A usable key is an RSA key with alg RS256 and use sig, exponent 65537, a
-// modulus of 2048 to 8192 bits and no private member. A key that lacks alg
+// A usable key is an RSA key with alg RS256 and use sig, a kid of 1 to 128
+// base64url characters, exponent 65537, a modulus of 2048 to 8192 bits and
+// no private member. A key that lacks alg
 // or use is ignored, like one with another value, and the rest of the set
 // is still used. When two usable keys share a kid, both are ignored.
 type Cache struct {
@@ -233,8 +234,8 @@ func (c *Cache) Ready() bool {
 // For a kid that is not in the set, PublicKey starts a refetch unless one
 // started less than UnknownKidCooldown ago, and waits at most UnknownKidWait
 // for it. A refetch already in flight is joined, never repeated. A kid that
-// is empty, longer than 128 bytes or contains characters outside printable
-// ASCII never starts a fetch.
+// is empty, longer than 128 bytes or contains characters outside the
+// base64url alphabet never starts a fetch.
 func (c *Cache) PublicKey(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 	set, err := c.usableSet()
 	if err != nil {

@@ -292,6 +292,9 @@ func TestCacheInvalidKidNeverFetches(t *testing.T) {
 		strings.Repeat("k", 129),
 		strings.Repeat("k", 4096),
 		"has space",
+		"dotted.kid",
+		"path/kid",
+		"kid=",
 		"tab\tkid",
 		"nul\x00kid",
 		"caf\u00e9",
@@ -305,7 +308,7 @@ func TestCacheInvalidKidNeverFetches(t *testing.T) {
 		t.Errorf("refetches suppressed = %v, want 0 because invalid kids never reach the cooldown", got)
 	}
 
-	// A kid of exactly 128 printable bytes is valid and may refetch.
+	// A kid of exactly 128 base64url bytes is valid and may refetch.
 	env.mustFail(t, strings.Repeat("k", 128), accesstoken.ErrUnknownKey)
 	env.wantFetches(t, 2)
 }

@@ -88,7 +88,7 @@ type parsedKeySet struct {
 // parseKeySet parses a JWKS document and keeps the keys that may verify
 // RS256 access tokens. Such a key has
 //   - no private member,
-//   - kty RSA and a kid of 1 to 128 printable ASCII characters,
+//   - kty RSA and a kid of 1 to 128 base64url characters,
 //   - alg RS256 and use sig (a key lacking alg or use is dropped, like one
 //     with another value), and key_ops absent or including verify,
 //   - exponent 65537 and a modulus of 2048 to 8192 bits.
@@ -198,8 +198,10 @@ func parseKey(raw json.RawMessage) (kid string, key *rsa.PublicKey, reason strin
 	return kid, &rsa.PublicKey{N: n, E: requiredExponent}, "", nil
 }
 
-// validateKID reports whether kid may name a key: 1 to 128 bytes, each a
-// printable ASCII character other than space.
+// validateKID returns an error unless kid has 1 to 128 bytes of the
+// base64url alphabet (A-Z, a-z, 0-9, "-" and "_"). accesstoken.Verify
+// accepts the same kids, so a key whose kid breaks the rule could never be
+// used.
 func validateKID(kid string) error {
 	if kid == "" {
 		return errors.New("kid is empty")
@@ -208,11 +210,15 @@ func validateKID(kid string) error {
 		return fmt.Errorf("kid has %d bytes, more than %d", len(kid), maxKIDBytes)
 	}
 	for i := 0; i < len(kid); i++ {
-		if kid[i] < 0x21 || kid[i] > 0x7e {
-			return fmt.Errorf("kid has the byte 0x%02x at offset %d, outside printable ASCII", kid[i], i)
+		if !isBase64URLByte(kid[i]) {
+			return fmt.Errorf("kid has the byte 0x%02x at offset %d, outside the base64url alphabet", kid[i], i)
 		}
 	}
 	return nil
+}
+
+func isBase64URLByte(b byte) bool {
+	return 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_'
 }
 
 // encodeKeySet returns a JWKS document with the public members of keys,

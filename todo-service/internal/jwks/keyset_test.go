@@ -77,6 +77,7 @@ func TestParseKeySetRejectsKey(t *testing.T) {
 		{"missing kid", with(publicJWK("bad", keyB()), map[string]any{"kid": nil}), reasonKID},
 		{"kid of 129 bytes", publicJWK(strings.Repeat("k", 129), keyB()), reasonKID},
 		{"kid with space", publicJWK("bad kid", keyB()), reasonKID},
+		{"kid with dot", publicJWK("bad.kid", keyB()), reasonKID},
 		{"kid not a string", with(publicJWK("bad", keyB()), map[string]any{"kid": 7}), reasonMalformed},
 		{"missing modulus", with(publicJWK("bad", keyB()), map[string]any{"n": nil}), reasonMalformed},
 		{"empty modulus", with(publicJWK("bad", keyB()), map[string]any{"n": ""}), reasonModulusSize},
@@ -118,6 +119,7 @@ func TestParseKeySetAcceptsKey(t *testing.T) {
 		{"exponent with leading zero", with(publicJWK("a", keyA()), map[string]any{"e": "AAEAAQ"})},
 		{"unknown public member", with(publicJWK("a", keyA()), map[string]any{"x5t": "abc", "ext": true})},
 		{"kid of 128 bytes", publicJWK(strings.Repeat("k", 128), keyA())},
+		{"kid of every base64url character", publicJWK("ABCXYZabcxyz0189-_", keyA())},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
