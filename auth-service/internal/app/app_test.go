@@ -645,7 +645,7 @@ func TestRunRejectsBadConfigFirst(t *testing.T) {
 	}
 }
 
-func TestShutdownDrains(t *testing.T) {
+func TestShutdownStopsServing(t *testing.T) {
 	s := startServer(t)
 	signUp(t, s, "ada@example.com", "correct horse battery")
 
@@ -709,7 +709,7 @@ func decodeHeader(t *testing.T, token string) jwsHeader {
 }
 
 // rawCodec sends pre-encoded request bytes, which lets a test send string
-// fields that the generated client would refuse to encode.
+// fields that the generated client would reject.
 type rawCodec struct{}
 
 func (rawCodec) Name() string { return "proto" }

@@ -269,7 +269,7 @@ func (s *Server) watchReadiness(ctx context.Context) {
 	}
 }
 
-// checkReadiness sets "readiness" from a database ping and logs changes.
+// checkReadiness sets "readiness" from a database ping and logs each change.
 func (s *Server) checkReadiness(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
 	defer cancel()
@@ -287,7 +287,7 @@ func (s *Server) checkReadiness(ctx context.Context) {
 	if err != nil {
 		s.logger.Warn("database ping failed, not ready", "err", err)
 	} else {
-		s.logger.Info("database answers, ready")
+		s.logger.Info("database ping succeeded, ready")
 	}
 	s.health.SetServingStatus(grpcserver.ReadinessService, want)
 }

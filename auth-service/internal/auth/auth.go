@@ -74,7 +74,7 @@ func (e *TooManyAttemptsError) Error() string {
 	return fmt.Sprintf("too many failed login attempts: retry after %s", e.RetryAfter.Round(time.Second))
 }
 
-// FieldViolation names one invalid request field and says what is wrong.
+// FieldViolation names one invalid request field and describes the problem.
 type FieldViolation struct {
 	Field       string
 	Description string

@@ -279,9 +279,6 @@ func (s *Service) mintAccessToken(ctx context.Context, user User, sessionID stri
 // refreshTokenBytes is the entropy of a refresh token: 256 bits.
 const refreshTokenBytes = 32
 
-// refreshTokenLength is the length of its unpadded base64url encoding.
-var refreshTokenLength = base64.RawURLEncoding.EncodedLen(refreshTokenBytes)
-
 func newRefreshToken() (string, error) {
 	b := make([]byte, refreshTokenBytes)
 	if _, err := rand.Read(b); err != nil {

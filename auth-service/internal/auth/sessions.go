@@ -82,14 +82,14 @@ func (s *Service) ChangePassword(ctx context.Context, userID, currentSessionID, 
 type Introspection struct {
 	Active bool
 	Claims *accesstoken.Claims
-	// Reason says why an inactive token is inactive, for the log only.
+	// Reason is the cause of an inactive result, for the log only.
 	Reason string
 }
 
 // IntrospectToken reports whether an access token is active in the manner of
 // RFC 7662: it is inactive when it fails verification, when its session was
 // revoked, or when its user no longer exists. It returns an error only when
-// the answer cannot be determined (keys unavailable, storage failure).
+// the state cannot be determined (keys unavailable, storage failure).
 func (s *Service) IntrospectToken(ctx context.Context, token string) (Introspection, error) {
 	claims, err := s.verifier.Verify(ctx, token)
 	if errors.Is(err, accesstoken.ErrInvalidToken) {

@@ -9,8 +9,8 @@ import (
 )
 
 // ThrottleConfig sets the brute-force protection of Login and
-// ChangePassword. Counters live in the database, so every replica sees the
-// same ones.
+// ChangePassword. Counters live in the database, so every replica reads
+// the same ones.
 type ThrottleConfig struct {
 	// AccountFreeFailures is how many consecutive failures an account may
 	// have before attempts on it are blocked.
@@ -22,7 +22,7 @@ type ThrottleConfig struct {
 	BaseDelay time.Duration
 	// MaxDelay caps the block.
 	MaxDelay time.Duration
-	// ResetAfter forgets a counter whose last failure is older.
+	// ResetAfter is the quiet period after which a counter restarts.
 	ResetAfter time.Duration
 }
 

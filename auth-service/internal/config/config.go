@@ -39,7 +39,7 @@ const MaxAccessTokenTTL = time.Hour
 // window gives a thief the same window to use a stolen token unnoticed.
 const MaxRefreshReuseGrace = 5 * time.Minute
 
-// Config is every setting of the auth service.
+// Config contains every setting of the auth service.
 type Config struct {
 	GRPCAddr        string
 	HTTPAddr        string
@@ -113,9 +113,9 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxConcurrentHashes, "max-concurrent-hashes", 8, "max argon2id computations at once; each uses 19 MiB")
 
 	fs.Int64Var(&c.Throttle.AccountFreeFailures, "login-account-free-failures", c.Throttle.AccountFreeFailures,
-		"consecutive failed logins an account may have before it is blocked")
+		"failed logins an account may have before it is blocked; a successful login resets the count")
 	fs.Int64Var(&c.Throttle.AddressFreeFailures, "login-address-free-failures", c.Throttle.AddressFreeFailures,
-		"consecutive failed logins a client address (IPv6: its /64) may have before it is blocked")
+		"failed logins a client address (IPv6: its /64) may have before it is blocked; successes do not reset the count")
 	fs.DurationVar(&c.Throttle.BaseDelay, "login-backoff-base", c.Throttle.BaseDelay, "first block after the free failures; doubles with each further failure")
 	fs.DurationVar(&c.Throttle.MaxDelay, "login-backoff-max", c.Throttle.MaxDelay, "longest block")
 	fs.DurationVar(&c.Throttle.ResetAfter, "login-failure-reset", c.Throttle.ResetAfter, "time without failures after which a counter starts again")

@@ -20,7 +20,7 @@ import (
 // INTERNAL status that never reaches an interceptor. For auth.v1 requests,
 // utf8Codec instead replaces the invalid bytes with U+FFFD, decodes the
 // result, and records the field names, so that the unary interceptor can
-// answer INVALID_ARGUMENT with a BadRequest naming each field before any
+// return INVALID_ARGUMENT with a BadRequest naming each field before any
 // handler runs.
 type utf8Codec struct {
 	inner encoding.CodecV2
@@ -101,7 +101,7 @@ func replaceInvalidUTF8(raw []byte, desc protoreflect.MessageDescriptor) (fixed 
 }
 
 // takeInvalidUTF8 returns an *auth.InvalidArgumentError naming the fields
-// of req that held invalid UTF-8, or nil, and forgets req.
+// of req that held invalid UTF-8, or nil, and deletes the entry of req.
 func takeInvalidUTF8(req any) error {
 	value, ok := invalidUTF8Fields.LoadAndDelete(req)
 	if !ok {

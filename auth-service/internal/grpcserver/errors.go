@@ -13,8 +13,8 @@ import (
 	"example.com/todoapp/proto/accesstoken"
 )
 
-// toStatus maps an error from the auth service to the gRPC status the client
-// sees. Messages are generic where detail would help an attacker (which
+// toStatus maps an error from the auth service to the gRPC status returned to
+// the client. Messages are generic where detail would help an attacker (which
 // check failed on a token or a password) or leak internals; the caller logs
 // the full error.
 func toStatus(err error) *status.Status {

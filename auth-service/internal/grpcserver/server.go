@@ -34,7 +34,7 @@ const (
 )
 
 // ReadinessService is the health service name that reports whether the
-// database answers.
+// database responds to a ping.
 const ReadinessService = "readiness"
 
 // Config holds the settings of New.
@@ -187,7 +187,7 @@ func (s *Server) ChangePassword(ctx context.Context, req *authv1.ChangePasswordR
 // IntrospectToken implements auth.v1.AuthService.IntrospectToken.
 //
 // NOTE: any caller that reaches the gRPC port may introspect a token. The
-// answer reveals only the claims the token already carries and whether it
+// response reveals only the claims the token already carries and whether it
 // is revoked, but a deployment should still restrict this method to the
 // services that need it (at the gateway or with mTLS).
 func (s *Server) IntrospectToken(ctx context.Context, req *authv1.IntrospectTokenRequest) (*authv1.IntrospectTokenResponse, error) {

@@ -116,18 +116,6 @@ func (h *Hasher) CompareDummy(ctx context.Context, password []byte) error {
 	return ErrMismatch
 }
 
-// NeedsRehash reports whether encoded was made with other parameters than
-// the Hasher's.
-func (h *Hasher) NeedsRehash(encoded string) bool {
-	params, salt, key, err := decode(encoded)
-	if err != nil {
-		return true
-	}
-	return params.MemoryKiB != h.params.MemoryKiB || params.Iterations != h.params.Iterations ||
-		params.Parallelism != h.params.Parallelism || len(salt) != h.params.SaltBytes ||
-		len(key) != int(h.params.KeyBytes)
-}
-
 func (h *Hasher) derive(ctx context.Context, password, salt []byte, params Params) ([]byte, error) {
 	select {
 	case h.slots <- struct{}{}:

@@ -57,9 +57,6 @@ func TestDefaultParamsEncoding(t *testing.T) {
 	if want := "$argon2id$v=19$m=19456,t=2,p=1$"; !strings.HasPrefix(encoded, want) {
 		t.Errorf("Hash() = %q, want prefix %q", encoded, want)
 	}
-	if h.NeedsRehash(encoded) {
-		t.Errorf("NeedsRehash(%q) = true, want false", encoded)
-	}
 }
 
 func TestCompareInvalidHash(t *testing.T) {

@@ -66,7 +66,7 @@ type refreshTokenRow struct {
 // RotateRefreshToken implements auth.Store; auth.RefreshRotation describes
 // the outcomes. The old token's row is locked first (FOR UPDATE on
 // PostgreSQL, the database write lock on SQLite), so a concurrent exchange
-// of the same token waits and then sees it used.
+// of the same token waits and then reads it as used.
 func (s *Store) RotateRefreshToken(ctx context.Context, r auth.RefreshRotation) (auth.Session, error) {
 	var session auth.Session
 	var reused bool

@@ -43,7 +43,7 @@ type Store struct {
 	dialect Dialect
 }
 
-// Open connects to the database that cfg names and checks that it answers.
+// Open connects to the database that cfg names and pings it.
 // It does not apply migrations: call Migrate for that.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	dialect, dsn, err := resolve(cfg)
@@ -79,9 +79,9 @@ func resolve(cfg Config) (Dialect, string, error) {
 	}
 
 	// WAL lets readers run beside one writer. busy_timeout makes a writer
-	// wait for the lock instead of failing at once, and _txlock=immediate
-	// takes the write lock at BEGIN, so two transactions never deadlock
-	// while both try to upgrade a read lock.
+	// wait up to 10 s for the lock instead of failing at once, and
+	// _txlock=immediate takes the write lock at BEGIN, so that two
+	// transactions cannot both hold a read lock and wait to upgrade it.
 	dsn := "file:" + cfg.SQLitePath +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
@@ -117,7 +117,7 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 // Dialect returns the SQL dialect of the database.
 func (s *Store) Dialect() Dialect { return s.dialect }
 
-// Ping checks that the database answers.
+// Ping checks that the database responds.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.db.PingContext(ctx)
 }
