@@ -288,6 +288,7 @@ func (c *Cache) Close() {
 	c.wg.Wait()
 	c.client.CloseIdleConnections()
 	c.metrics.unregister()
+	c.logger.Info("stopped jwks refresh")
 }
 
 // usableSet returns the key set in use, or an error wrapping

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,32 +80,67 @@ func TestCacheStartReturnsWhileServerHangs(t *testing.T) {
 }
 
 func TestCacheStartLoadsPersistedSetWhenServerDown(t *testing.T) {
-	env := newTestEnv(t, nil)
-	env.server.serve(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-	})
-	persistedAt := env.clock.Now().Add(-time.Hour)
-	env.persister.body = jwksBody(t, publicJWK("a", keyA()))
-	env.persister.fetchedAt = persistedAt
-
-	env.start(t)
-
-	env.wantFetches(t, 1)
-	env.mustPublicKey(t, "a", keyA())
-	if !env.cache.Ready() {
-		t.Errorf("Ready() = false with a persisted set one hour old, want true")
+	tests := []struct {
+		name     string
+		outcome  string
+		requests int64
+		refuse   bool
+		hang     bool
+	}{
+		{name: "status 503", outcome: outcomeStatus, requests: 1},
+		{name: "connection refused", outcome: outcomeNetworkError, requests: 0, refuse: true},
+		{name: "hanging", outcome: outcomeTimeout, requests: 1, hang: true},
 	}
-	if got := env.metricValue(t, "todo_jwks_key_set_age_seconds", ""); got != time.Hour.Seconds() {
-		t.Errorf("key set age = %vs, want %vs counted from the persisted fetch time", got, time.Hour.Seconds())
-	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var refuse atomic.Bool
+			refuse.Store(tt.refuse)
+			env := newTestEnv(t, func(cfg *Config) {
+				if tt.refuse {
+					cfg.HTTPClient = refusableClient(t, &refuse)
+				}
+				if tt.hang {
+					cfg.FetchTimeout = 100 * time.Millisecond
+				}
+			})
+			if tt.hang {
+				env.server.serveHang(t)
+			} else {
+				env.server.serve(func(w http.ResponseWriter, r *http.Request) {
+					http.Error(w, "down", http.StatusServiceUnavailable)
+				})
+			}
+			env.persister.body = jwksBody(t, publicJWK("a", keyA()))
+			env.persister.fetchedAt = env.clock.Now().Add(-time.Hour)
 
-	// The stale age counts from the persisted fetch time, not from Start.
-	env.clock.Advance(24*time.Hour - time.Hour)
-	env.mustPublicKey(t, "a", keyA())
-	env.clock.Advance(time.Second)
-	env.mustFail(t, "a", accesstoken.ErrKeysUnavailable)
-	if env.cache.Ready() {
-		t.Errorf("Ready() = true with a persisted set older than the max stale age, want false")
+			// The persisted set is usable as soon as Start returns, while
+			// the first fetch may still be in flight.
+			env.cache.Start(t.Context())
+			env.mustPublicKey(t, "a", keyA())
+			if !env.cache.Ready() {
+				t.Errorf("Ready() = false with a persisted set one hour old, want true")
+			}
+
+			env.timer.nextDelay(t)
+			if got := env.metricValue(t, "todo_jwks_fetches_total", tt.outcome); got != 1 {
+				t.Errorf("fetches{outcome=%s} = %v, want 1", tt.outcome, got)
+			}
+			env.wantFetches(t, tt.requests)
+			env.mustPublicKey(t, "a", keyA())
+			if got := env.metricValue(t, "todo_jwks_key_set_age_seconds", ""); got != time.Hour.Seconds() {
+				t.Errorf("key set age = %vs, want %vs counted from the persisted fetch time", got, time.Hour.Seconds())
+			}
+
+			// The stale age counts from the persisted fetch time, not from
+			// Start.
+			env.clock.Advance(24*time.Hour - time.Hour)
+			env.mustPublicKey(t, "a", keyA())
+			env.clock.Advance(time.Second)
+			env.mustFail(t, "a", accesstoken.ErrKeysUnavailable)
+			if env.cache.Ready() {
+				t.Errorf("Ready() = true with a persisted set older than the max stale age, want false")
+			}
+		})
 	}
 }
 
@@ -569,4 +605,29 @@ func TestCacheCloseIsIdempotent(t *testing.T) {
 	env.mustPublicKey(t, "a", keyA())
 	env.mustFail(t, "b", accesstoken.ErrUnknownKey)
 	env.wantFetches(t, 1)
+}
+
+func BenchmarkCachePublicKey(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.URL = "http://127.0.0.1:0/.well-known/jwks.json" // never fetched: the benchmark installs the set itself
+	cache, err := New(cfg, nil, nil, nil)
+	if err != nil {
+		b.Fatalf("New() error = %v", err)
+	}
+	b.Cleanup(cache.Close)
+	parsed, err := parseKeySet(jwksBody(b, publicJWK("a", keyA()), publicJWK("b", keyB())))
+	if err != nil {
+		b.Fatalf("parseKeySet() error = %v", err)
+	}
+	cache.install(&keySet{keys: parsed.keys, fetchedAt: time.Now()})
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := cache.PublicKey(context.Background(), "a"); err != nil {
+				b.Fatalf("PublicKey(a) error = %v", err)
+			}
+		}
+	})
 }
