@@ -13,7 +13,6 @@ type payloadClaims struct {
 
 	aud      [maxAudiences][]byte
 	audCount int
-	hasAud   bool
 
 	exp, iat, nbf          int64
 	hasExp, hasIat, hasNbf bool
@@ -52,7 +51,6 @@ func (p *payloadClaims) parse(data []byte) error {
 			p.email, err = s.readClaimString("email")
 		case "aud":
 			err = p.readAudience(&s)
-			p.hasAud = true
 		case "exp":
 			p.exp, err = s.readNumericDate("exp")
 			p.hasExp = true
