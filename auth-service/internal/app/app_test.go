@@ -652,12 +652,86 @@ func TestShutdownStopsServing(t *testing.T) {
 	if err := s.Shutdown(); err != nil {
 		t.Fatalf("Shutdown() = %v", err)
 	}
-	if !strings.Contains(s.logs.String(), `"grpc_drained":true`) {
-		t.Errorf("shutdown log has no grpc_drained=true:\n%s", s.logs.String())
-	}
-	_, err := s.client.SignUp(testContext(t), &authv1.SignUpRequest{Email: "bob@example.com", Password: "correct horse battery"},
-		grpc.WaitForReady(false))
+	_, err := s.client.SignUp(testContext(t), &authv1.SignUpRequest{Email: "bob@example.com", Password: "correct horse battery"})
 	wantCode(t, "SignUp() after Shutdown", err, codes.Unavailable)
+}
+
+// TestShutdownDrainsInFlight starts several sign-ups that queue for the one
+// hashing slot, shuts down while some are running, and checks that every
+// RPC running at that moment completes with OK.
+func TestShutdownDrainsInFlight(t *testing.T) {
+	s := startServer(t, "-max-concurrent-hashes", "1")
+	ctx := testContext(t)
+
+	const calls = 6
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			_, err := s.client.SignUp(ctx, &authv1.SignUpRequest{Email: fmt.Sprintf("user%d@example.com", i), Password: "correct horse battery"})
+			errs <- err
+		}()
+	}
+
+	// Wait until at least two RPCs are running.
+	metricsURL := "http://" + s.HTTPAddr() + "/metrics"
+	for inFlight(get(t, metricsURL)) < 2 {
+		if ctx.Err() != nil {
+			t.Fatal("no two sign-ups were in flight at once before the test deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Shutdown(); err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+
+	succeeded := 0
+	for range calls {
+		err := <-errs
+		if err == nil {
+			succeeded++
+			continue
+		}
+		// A call that had not reached the server before it stopped
+		// accepting RPCs fails with UNAVAILABLE and no other code.
+		wantCode(t, "SignUp() during Shutdown", err, codes.Unavailable)
+	}
+
+	var shuttingDown, stopped map[string]any
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			continue
+		}
+		switch entry["msg"] {
+		case "shutting down: health NOT_SERVING, draining in-flight RPCs":
+			shuttingDown = entry
+		case "auth-service stopped":
+			stopped = entry
+		}
+	}
+	drained, _ := shuttingDown["in_flight_rpcs"].(float64)
+	if drained < 1 {
+		t.Errorf("shutdown log in_flight_rpcs = %v, want at least 1", shuttingDown["in_flight_rpcs"])
+	}
+	if float64(succeeded) < drained {
+		t.Errorf("%d sign-ups succeeded, want at least the %v in flight at shutdown", succeeded, drained)
+	}
+	if stopped["grpc_drained"] != true || stopped["rpcs_cut_off"] != float64(0) {
+		t.Errorf("stop log = %v, want grpc_drained true and rpcs_cut_off 0", stopped)
+	}
+}
+
+// inFlight reads the grpc_server_in_flight_requests gauge from a /metrics
+// page.
+func inFlight(page string) float64 {
+	for _, line := range strings.Split(page, "\n") {
+		if value, ok := strings.CutPrefix(line, "grpc_server_in_flight_requests "); ok {
+			var n float64
+			fmt.Sscan(value, &n)
+			return n
+		}
+	}
+	return 0
 }
 
 func get(t *testing.T, url string) string {

@@ -42,6 +42,7 @@ type Server struct {
 
 	store      *store.Store
 	keys       *keys.Manager
+	transport  *grpcserver.Transport
 	grpc       *grpc.Server
 	health     *health.Server
 	http       *http.Server
@@ -96,7 +97,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Serv
 	if err != nil {
 		return nil, err
 	}
-	s.grpc, s.health, err = grpcserver.New(grpcserver.Config{
+	s.transport, err = grpcserver.New(grpcserver.Config{
 		TrustedProxies: cfg.TrustedProxies,
 		Logger:         logger,
 		Registerer:     registry,
@@ -104,6 +105,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Serv
 	if err != nil {
 		return nil, err
 	}
+	s.grpc, s.health = s.transport.Server, s.transport.Health
 
 	s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -200,6 +202,8 @@ func (s *Server) Shutdown() error {
 
 func (s *Server) doShutdown() error {
 	start := time.Now()
+	s.logger.Info("shutting down: health NOT_SERVING, draining in-flight RPCs",
+		"in_flight_rpcs", s.transport.InFlight(), "timeout", s.cfg.ShutdownTimeout)
 	s.health.Shutdown()
 	s.stopReady()
 	<-s.readyDone
@@ -225,7 +229,7 @@ func (s *Server) doShutdown() error {
 	s.serveGroup.Wait()
 
 	s.logger.Info("auth-service stopped",
-		"grpc_drained", grpcDrained, "http_drained", httpErr == nil,
+		"grpc_drained", grpcDrained, "rpcs_cut_off", s.transport.InFlight(), "http_drained", httpErr == nil,
 		"duration_ms", time.Since(start).Milliseconds())
 	return s.closeResources()
 }

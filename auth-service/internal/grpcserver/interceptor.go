@@ -36,8 +36,11 @@ func setUserID(ctx context.Context, userID string) {
 
 // metrics are the RPC counters and latency histogram on /metrics.
 type metrics struct {
-	handled *prometheus.CounterVec
-	latency *prometheus.HistogramVec
+	handled  *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	// running counts the same RPCs as inFlight, for the shutdown log.
+	running atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,11 +54,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from the start of an RPC to its response, in seconds.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"grpc_method"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "grpc_server_in_flight_requests",
+			Help: "Unary RPCs that have started and not yet returned.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.handled, m.latency} {
+	for _, c := range []prometheus.Collector{m.handled, m.latency, m.inFlight} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -68,6 +75,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func unaryInterceptor(logger *slog.Logger, m *metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
+		m.inFlight.Inc()
+		m.running.Add(1)
+		defer func() {
+			m.inFlight.Dec()
+			m.running.Add(-1)
+		}()
 		call := &callInfo{requestID: requestID(ctx)}
 		ctx = context.WithValue(ctx, callInfoKey{}, call)
 		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", call.requestID))

@@ -56,13 +56,23 @@ type Server struct {
 	logger         *slog.Logger
 }
 
+// Transport is the gRPC server of the auth service with its health service.
+type Transport struct {
+	Server *grpc.Server
+	Health *health.Server
+	m      *metrics
+}
+
+// InFlight returns how many unary RPCs are running.
+func (t *Transport) InFlight() int64 { return t.m.running.Load() }
+
 // New returns a gRPC server with the auth service, health (overall "" and
 // "readiness", both NOT_SERVING until the caller sets them), and server
 // reflection v1 and v1alpha registered.
-func New(cfg Config, svc *auth.Service) (*grpc.Server, *health.Server, error) {
+func New(cfg Config, svc *auth.Service) (*Transport, error) {
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("register gRPC metrics: %w", err)
+		return nil, fmt.Errorf("register gRPC metrics: %w", err)
 	}
 
 	server := grpc.NewServer(
@@ -79,7 +89,7 @@ func New(cfg Config, svc *auth.Service) (*grpc.Server, *health.Server, error) {
 	healthServer.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(server, healthServer)
 	reflection.Register(server)
-	return server, healthServer, nil
+	return &Transport{Server: server, Health: healthServer, m: m}, nil
 }
 
 // SignUp implements auth.v1.AuthService.SignUp.
