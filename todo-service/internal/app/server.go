@@ -238,21 +238,24 @@ func (s *Server) closeAll() {
 // watchReadiness sets the readiness health status every readinessInterval
 // until ctx is done, and logs each change.
 func (s *Server) watchReadiness(ctx context.Context) {
-	ready := false
 	ticker := time.NewTicker(readinessInterval)
 	defer ticker.Stop()
-	for {
+
+	// Right after start the first JWKS fetch is usually still running, so
+	// the first "not ready" is logged at info level, and later ones at
+	// warn level.
+	ready, level := false, slog.LevelInfo
+	for first := true; ; first = false {
 		now, reason := s.checkReadiness(ctx)
-		if now != ready {
-			ready = now
-			if ready {
-				s.health.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_SERVING)
-				s.logger.Info("ready")
-			} else {
-				s.health.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_NOT_SERVING)
-				s.logger.Warn("not ready", "reason", reason)
-			}
+		switch {
+		case now && !ready:
+			s.health.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_SERVING)
+			s.logger.Info("ready")
+		case !now && (ready || first):
+			s.health.SetServingStatus(ReadinessService, healthpb.HealthCheckResponse_NOT_SERVING)
+			s.logger.Log(ctx, level, "not ready", "reason", reason)
 		}
+		ready, level = now, slog.LevelWarn
 
 		select {
 		case <-ctx.Done():

@@ -251,6 +251,7 @@ func TestHeaderListTooLarge(t *testing.T) {
 	if err == nil {
 		t.Fatal("ListTodos with 32 KiB of metadata succeeded, want a failure")
 	}
+	t.Logf("ListTodos with 32 KiB of metadata: %v", err)
 
 	// The connection stays usable for well-formed calls.
 	if _, err := ts.client.ListTodos(ts.as(t, alice), &todov1.ListTodosRequest{}); err != nil {

@@ -152,6 +152,10 @@ func (s *Store) GetTodo(ctx context.Context, userID, id string) (Todo, error) {
 
 // ListTodos returns up to p.Limit todos of p.UserID, newest first, with ties
 // on create time ordered by descending id.
+//
+// NOTE: Pages stay stable under inserts only while new todos get later
+// create times than the cursor. A replica whose clock lags can insert a
+// todo behind a cursor, and a later page then includes it.
 func (s *Store) ListTodos(ctx context.Context, p ListParams) ([]Todo, error) {
 	if p.Limit <= 0 {
 		return nil, fmt.Errorf("list todos: limit %d is not positive: %w", p.Limit, ErrInvalidArgument)
