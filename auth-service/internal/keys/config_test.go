@@ -19,7 +19,7 @@ func TestConfigValidateRejects(t *testing.T) {
 		want   string
 	}{
 		{"key bits below 2048", func(c *Config) { c.KeyBits = 1024 }, "invalid key bits 1024"},
-		{"key bits above max", func(c *Config) { c.KeyBits = 16384 }, "invalid key bits 16384"},
+		{"key bits above max", func(c *Config) { c.KeyBits = 8192 }, "invalid key bits 8192"},
 		{"zero rotation period", func(c *Config) { c.RotationPeriod = 0 }, "invalid rotation period"},
 		{"zero poll interval", func(c *Config) { c.PollInterval = 0 }, "invalid poll interval"},
 		{"negative max age", func(c *Config) { c.JWKSMaxAge = -time.Second }, "invalid JWKS max age"},

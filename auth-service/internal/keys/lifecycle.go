@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"crypto/rsa"
 	"fmt"
 	"time"
 
@@ -251,9 +252,52 @@ func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRec
 	return append(done, due...), nil
 }
 
-// createKey generates a key, stores it sealed and returns its row.
-func (m *Manager) createKey(ctx context.Context, tx *sqlx.Tx, state State, createTime, activateTime int64) (keyRecord, error) {
+// keyCreationDue reports whether applyDue at now would create a key, so
+// the caller can generate one before it takes the transition lock.
+func (c Config) keyCreationDue(records []keyRecord, now time.Time) bool {
+	current, next, _ := classify(records)
+	switch {
+	case current == nil:
+		return next == nil
+	case next == nil:
+		return !now.Before(c.nextCreateTime(current.ActivateTime))
+	default:
+		return !now.Before(fromMicros(next.ActivateTime)) && !now.Before(c.nextCreateTime(next.ActivateTime))
+	}
+}
+
+// prepareSpareKey generates the key that the next createKey stores, unless
+// one is waiting already. Generating outside the transition lock and the
+// database deadline matters for 4096-bit keys, which can take seconds.
+func (m *Manager) prepareSpareKey() error {
+	m.spareMu.Lock()
+	defer m.spareMu.Unlock()
+	if m.spare != nil {
+		return nil
+	}
 	key, err := m.generateKey(m.cfg.KeyBits)
+	if err != nil {
+		return err
+	}
+	m.spare = key
+	return nil
+}
+
+// takeKey returns the spare key, or a newly generated one when there is
+// none.
+func (m *Manager) takeKey() (*rsa.PrivateKey, error) {
+	m.spareMu.Lock()
+	defer m.spareMu.Unlock()
+	if key := m.spare; key != nil {
+		m.spare = nil
+		return key, nil
+	}
+	return m.generateKey(m.cfg.KeyBits)
+}
+
+// createKey stores a key sealed and returns its row.
+func (m *Manager) createKey(ctx context.Context, tx *sqlx.Tx, state State, createTime, activateTime int64) (keyRecord, error) {
+	key, err := m.takeKey()
 	if err != nil {
 		return keyRecord{}, err
 	}

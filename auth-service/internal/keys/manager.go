@@ -61,6 +61,9 @@ type Manager struct {
 	// pre-generated keys, because 2048-bit generation is slow.
 	generateKey func(bits int) (*rsa.PrivateKey, error)
 
+	spareMu sync.Mutex
+	spare   *rsa.PrivateKey // generated before a transition needs it, guarded by spareMu
+
 	mu       sync.RWMutex
 	snapshot *snapshot // nil until the first load, guarded by mu
 
@@ -171,11 +174,7 @@ func (m *Manager) poll(ctx context.Context) {
 		case <-ticker.C:
 		}
 
-		// One poll may wait for the transition lock and generate a key, so
-		// it gets a whole interval but at least ten seconds.
-		pollCtx, cancel := context.WithTimeout(ctx, max(m.cfg.PollInterval, 10*time.Second))
-		_, err := m.refresh(pollCtx)
-		cancel()
+		_, err := m.refresh(ctx)
 		if err != nil && ctx.Err() == nil {
 			m.metrics.refreshFailures.Inc()
 			m.logger.Error("refresh signing keys failed, so the keys loaded before stay in use", "err", err)
@@ -183,11 +182,24 @@ func (m *Manager) poll(ctx context.Context) {
 	}
 }
 
+// dbTimeout bounds each database step of a poll: one read, or one
+// transition that may wait for another replica's transition.
+func (m *Manager) dbTimeout() time.Duration {
+	return max(m.cfg.PollInterval, 10*time.Second)
+}
+
+// readKeys is selectKeys on the manager's database with the poll deadline.
+func (m *Manager) readKeys(ctx context.Context) ([]keyRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.dbTimeout())
+	defer cancel()
+	return selectKeys(ctx, m.db)
+}
+
 // refresh performs the transitions that are due, if any, and loads the
 // keys. It returns the transitions this replica performed.
 func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
 	loadTime := m.cfg.now()
-	records, err := selectKeys(ctx, m.db)
+	records, err := m.readKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -196,15 +208,24 @@ func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
 	// nothing is due, which is nearly always.
 	var done []transition
 	if now := m.cfg.now(); !now.Before(m.cfg.dueTime(records)) {
-		done, err = m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
-			return m.applyDue(ctx, tx, records, now)
+		if m.cfg.keyCreationDue(records, now) {
+			if err := m.prepareSpareKey(); err != nil {
+				return nil, err
+			}
+		}
+
+		txCtx, cancel := context.WithTimeout(ctx, m.dbTimeout())
+		done, err = m.withTransitionLock(txCtx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
+			return m.applyDue(txCtx, tx, records, m.cfg.now())
 		})
+		cancel()
 		if err != nil {
 			return nil, err
 		}
 		m.record(done, "scheduled")
+
 		loadTime = m.cfg.now()
-		if records, err = selectKeys(ctx, m.db); err != nil {
+		if records, err = m.readKeys(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -303,9 +324,13 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // fails verification, and a fresh key signs immediately. Verifiers fetch
 // the fresh key when they first meet its kid. Retired keys stay.
 func (m *Manager) Rotate(ctx context.Context, dropCurrent bool) error {
-	now := m.cfg.now()
+	// Most rotations create a key, and generating it before the lock keeps
+	// other replicas from waiting on it.
+	if err := m.prepareSpareKey(); err != nil {
+		return err
+	}
 	done, err := m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
-		return m.applyRotate(ctx, tx, records, now, dropCurrent)
+		return m.applyRotate(ctx, tx, records, m.cfg.now(), dropCurrent)
 	})
 	if err != nil {
 		return err
