@@ -26,12 +26,13 @@ const (
 	outcomeInvalidBody      = "invalid_body"
 	outcomeEmptySet         = "empty_set"
 	outcomeNoUsableKey      = "no_usable_key"
+	outcomeTooManyKeys      = "too_many_keys"
 	outcomeCanceled         = "canceled"
 )
 
 var fetchOutcomes = []string{
 	outcomeOK, outcomeNetworkError, outcomeTimeout, outcomeRedirectRejected, outcomeStatus,
-	outcomeTooLarge, outcomeInvalidBody, outcomeEmptySet, outcomeNoUsableKey, outcomeCanceled,
+	outcomeTooLarge, outcomeInvalidBody, outcomeEmptySet, outcomeNoUsableKey, outcomeTooManyKeys, outcomeCanceled,
 }
 
 const (
@@ -114,6 +115,8 @@ func (c *Cache) fetch(ctx context.Context) fetchResult {
 			result.outcome = outcomeEmptySet
 		case errors.Is(err, errNoUsableKey):
 			result.outcome = outcomeNoUsableKey
+		case errors.Is(err, errTooManyKeys):
+			result.outcome = outcomeTooManyKeys
 		}
 		result.err = err
 		return c.recordFailure(result)

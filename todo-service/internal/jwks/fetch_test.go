@@ -127,6 +127,11 @@ var fetchFaults = []fault{
 	{name: "trailing data", outcome: outcomeInvalidBody, inject: bodyFault(`{"keys":[]} {"keys":[]}`)},
 	{name: "empty key set", outcome: outcomeEmptySet, inject: bodyFault(`{"keys":[]}`)},
 	{
+		name:    "too many keys",
+		outcome: outcomeTooManyKeys,
+		inject:  bodyFault(`{"keys":[` + strings.Repeat(`{},`, 349000) + `{}]}`),
+	},
+	{
 		name:    "no usable key",
 		outcome: outcomeNoUsableKey,
 		inject: keysFault(

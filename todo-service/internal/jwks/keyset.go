@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"slices"
 	"time"
@@ -22,6 +23,9 @@ const (
 	minModulusBits   = 2048
 	maxModulusBits   = 8192 // bounds the cost of one verification
 	requiredExponent = 65537
+	// maxKeys bounds the work of parsing a hostile set: 1 MiB of "{}," is
+	// about 350,000 keys. The auth service publishes two or three.
+	maxKeys = 100
 )
 
 // privateMembers are the JWK members of RSA private keys (RFC 7518, section
@@ -51,6 +55,7 @@ var (
 	errNotKeySet   = errors.New("body is not a JWKS document")
 	errEmptySet    = errors.New("key set contains no keys")
 	errNoUsableKey = errors.New("key set contains no usable key")
+	errTooManyKeys = errors.New("key set contains too many keys")
 )
 
 // keySet is an immutable set of verification keys.
@@ -97,26 +102,22 @@ type parsedKeySet struct {
 // result never depends on their order.
 //
 // parseKeySet returns errNotKeySet (wrapped) when body is not a JSON object
-// with a "keys" array, errEmptySet when the array is empty and
-// errNoUsableKey when no key is acceptable.
+// with a "keys" array, errEmptySet when the array is empty, errTooManyKeys
+// (wrapped) when it has more than 100 keys and errNoUsableKey when no key is
+// acceptable.
 func parseKeySet(body []byte) (parsedKeySet, error) {
-	var doc struct {
-		Keys *[]json.RawMessage `json:"keys"`
+	keys, err := splitKeySet(body)
+	if err != nil {
+		return parsedKeySet{}, err
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return parsedKeySet{}, fmt.Errorf("%w: %w", errNotKeySet, err)
-	}
-	if doc.Keys == nil {
-		return parsedKeySet{}, fmt.Errorf("%w: the \"keys\" member is missing or null", errNotKeySet)
-	}
-	if len(*doc.Keys) == 0 {
+	if len(keys) == 0 {
 		return parsedKeySet{}, errEmptySet
 	}
 
 	var result parsedKeySet
 	accepted := make(map[string][]int) // kid to indexes of acceptable keys
 	candidates := make(map[int]*rsa.PublicKey)
-	for i, raw := range *doc.Keys {
+	for i, raw := range keys {
 		kid, key, reason, err := parseKey(raw)
 		if err != nil {
 			result.rejected = append(result.rejected, rejectedKey{index: i, kid: kid, reason: reason, err: err})
@@ -145,6 +146,92 @@ func parseKeySet(body []byte) (parsedKeySet, error) {
 		return result, errNoUsableKey
 	}
 	return result, nil
+}
+
+// splitKeySet returns the elements of the "keys" array of a JWKS document
+// without decoding them. It stops at the element after the 100th, so that a
+// hostile set costs little work. The errors wrap errNotKeySet or
+// errTooManyKeys.
+func splitKeySet(body []byte) ([]json.RawMessage, error) {
+	decoder := json.NewDecoder(bytes.NewReader(body))
+	if err := expectDelim(decoder, '{'); err != nil {
+		return nil, err
+	}
+
+	var (
+		keys  []json.RawMessage
+		found bool
+	)
+	for decoder.More() {
+		token, err := decoder.Token()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errNotKeySet, err)
+		}
+		if name, _ := token.(string); name != "keys" {
+			var skipped json.RawMessage
+			if err := decoder.Decode(&skipped); err != nil {
+				return nil, fmt.Errorf("%w: %w", errNotKeySet, err)
+			}
+			continue
+		}
+		if found {
+			return nil, fmt.Errorf("%w: the \"keys\" member appears twice", errNotKeySet)
+		}
+		found = true
+		if keys, err = splitKeysArray(decoder); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := expectDelim(decoder, '}'); err != nil {
+		return nil, err
+	}
+	if _, err := decoder.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the JSON object", errNotKeySet)
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: the \"keys\" member is missing", errNotKeySet)
+	}
+	return keys, nil
+}
+
+// splitKeysArray reads the value of the "keys" member, which must be an
+// array of at most 100 elements.
+func splitKeysArray(decoder *json.Decoder) ([]json.RawMessage, error) {
+	token, err := decoder.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotKeySet, err)
+	}
+	if delim, ok := token.(json.Delim); !ok || delim != '[' {
+		return nil, fmt.Errorf("%w: the \"keys\" member is %v, not an array", errNotKeySet, token)
+	}
+
+	keys := []json.RawMessage{}
+	for decoder.More() {
+		if len(keys) == maxKeys {
+			return nil, fmt.Errorf("%w: more than %d", errTooManyKeys, maxKeys)
+		}
+		var raw json.RawMessage
+		if err := decoder.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("%w: %w", errNotKeySet, err)
+		}
+		keys = append(keys, raw)
+	}
+	if err := expectDelim(decoder, ']'); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+func expectDelim(decoder *json.Decoder, want json.Delim) error {
+	token, err := decoder.Token()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNotKeySet, err)
+	}
+	if delim, ok := token.(json.Delim); !ok || delim != want {
+		return fmt.Errorf("%w: found %v where %v was expected", errNotKeySet, token, want)
+	}
+	return nil
 }
 
 // parseKey checks one JWK against the acceptance rules of parseKeySet. On

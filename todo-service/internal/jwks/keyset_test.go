@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -193,6 +194,7 @@ func TestParseKeySetRejectsDocument(t *testing.T) {
 		{"trailing data", `{"keys":[]}x`, errNotKeySet},
 		{"empty keys", `{"keys":[]}`, errEmptySet},
 		{"only unusable keys", `{"keys":[{"kty":"RSA"}]}`, errNoUsableKey},
+		{"101 keys", `{"keys":[` + strings.Repeat(`{},`, 100) + `{}]}`, errTooManyKeys},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -273,6 +275,9 @@ func FuzzParseKeySet(f *testing.F) {
 	f.Add([]byte(`<html>`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		parsed, err := parseKeySet(body)
+		if err == nil && !json.Valid(body) {
+			t.Errorf("parseKeySet() accepted a body that is not valid JSON")
+		}
 		if err == nil && len(parsed.keys) == 0 {
 			t.Errorf("parseKeySet() returned no keys and no error")
 		}
@@ -282,4 +287,19 @@ func FuzzParseKeySet(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseKeySetKeyCountLimit(t *testing.T) {
+	keys := make([]map[string]any, 0, maxKeys+1)
+	for i := range maxKeys + 1 {
+		keys = append(keys, publicJWK(fmt.Sprintf("key-%d", i), keyA()))
+	}
+
+	parsed, err := parseKeySet(jwksBody(t, keys[:maxKeys]...))
+	if err != nil || len(parsed.keys) != maxKeys {
+		t.Errorf("parseKeySet(%d keys) = %d keys, %v; want %d keys, nil", maxKeys, len(parsed.keys), err, maxKeys)
+	}
+	if _, err := parseKeySet(jwksBody(t, keys...)); !errors.Is(err, errTooManyKeys) {
+		t.Errorf("parseKeySet(%d keys) error = %v, want errTooManyKeys", maxKeys+1, err)
+	}
 }

@@ -25,7 +25,7 @@ func newMetrics(c *Cache) *metrics {
 	m := &metrics{
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "todo_jwks_fetches_total",
-			Help: "JWKS fetches by outcome: ok, network_error, timeout, redirect_rejected, status, too_large, invalid_body, empty_set, no_usable_key, canceled.",
+			Help: "JWKS fetches by outcome: ok, network_error, timeout, redirect_rejected, status, too_large, invalid_body, empty_set, no_usable_key, too_many_keys, canceled.",
 		}, []string{"outcome"}),
 		keysRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "todo_jwks_keys_rejected_total",
