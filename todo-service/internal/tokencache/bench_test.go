@@ -1,0 +1,146 @@
+package tokencache
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The three benchmarks below use the same RSA 2048 key and the same
+// token, so their ratios compare a cache hit with a full verification, and
+// a full verification with the bare RSA check it contains.
+
+// BenchmarkCacheHit measures a Verify call served from the cache: SHA-256
+// of the token, the shard lookup, the key resolver check and the copy of
+// the claims.
+func BenchmarkCacheHit(b *testing.B) {
+	benchmarkCacheHit(b)
+}
+
+// BenchmarkFullVerify measures accesstoken.Verifier.Verify with an
+// in-memory key resolver.
+func BenchmarkFullVerify(b *testing.B) {
+	benchmarkFullVerify(b)
+}
+
+// BenchmarkRSAVerifyPKCS1v15 measures the signature check that a full
+// verification contains: SHA-256 of the signing input and
+// rsa.VerifyPKCS1v15, with the signature already decoded.
+func BenchmarkRSAVerifyPKCS1v15(b *testing.B) {
+	benchmarkRSAVerify(b)
+}
+
+// BenchmarkRatios interleaves one cache hit, one full verification and
+// one bare RSA check per iteration, timing each separately, so that all
+// three see the same machine load. It reports the time of each and the
+// ratios hit/full and full/rsa. The targets are hit/full <= 0.05 and
+// full/rsa <= 1.3.
+//
+// testing.Benchmark cannot be used for this because it deadlocks when
+// called from inside a running benchmark.
+func BenchmarkRatios(b *testing.B) {
+	f := newFixture(b, 0)
+	full := f.verifier.next
+	signing, _ := testKeys(b)
+	token := validToken(b, "jti-bench")
+	input, signature := splitSignature(b, token)
+	ctx := b.Context()
+	if _, err := f.cache.Verify(ctx, token); err != nil {
+		b.Fatal(err)
+	}
+
+	var hit, verify, bare time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if _, err := f.cache.Verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+		hitDone := time.Now()
+		if _, err := full.Verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+		verifyDone := time.Now()
+		digest := sha256.Sum256(input)
+		if err := rsa.VerifyPKCS1v15(&signing.PublicKey, crypto.SHA256, digest[:], signature); err != nil {
+			b.Fatal(err)
+		}
+		bareDone := time.Now()
+
+		hit += hitDone.Sub(start)
+		verify += verifyDone.Sub(hitDone)
+		bare += bareDone.Sub(verifyDone)
+	}
+
+	n := float64(b.N)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(hit.Nanoseconds())/n, "hit-ns")
+	b.ReportMetric(float64(verify.Nanoseconds())/n, "full-ns")
+	b.ReportMetric(float64(bare.Nanoseconds())/n, "rsa-ns")
+	b.ReportMetric(hit.Seconds()/verify.Seconds(), "hit/full")
+	b.ReportMetric(verify.Seconds()/bare.Seconds(), "full/rsa")
+	if calls := f.verifier.calls.Load(); calls != 1 {
+		b.Fatalf("full verifications through the cache = %d, want 1: the benchmark did not measure hits", calls)
+	}
+}
+
+func benchmarkCacheHit(b *testing.B) {
+	f := newFixture(b, 0)
+	token := validToken(b, "jti-bench")
+	ctx := b.Context()
+	if _, err := f.cache.Verify(ctx, token); err != nil {
+		b.Fatal(err)
+	}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.cache.Verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if calls := f.verifier.calls.Load(); calls != 1 {
+		b.Fatalf("full verifications = %d, want 1: the benchmark did not measure hits", calls)
+	}
+}
+
+func benchmarkFullVerify(b *testing.B) {
+	f := newFixture(b, 0)
+	full := f.verifier.next
+	token := validToken(b, "jti-bench")
+	ctx := b.Context()
+
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := full.Verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchmarkRSAVerify(b *testing.B) {
+	signing, _ := testKeys(b)
+	input, signature := splitSignature(b, validToken(b, "jti-bench"))
+
+	b.ReportAllocs()
+	for b.Loop() {
+		digest := sha256.Sum256(input)
+		if err := rsa.VerifyPKCS1v15(&signing.PublicKey, crypto.SHA256, digest[:], signature); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// splitSignature returns the signing input of token and its decoded
+// signature.
+func splitSignature(b *testing.B, token string) (input, signature []byte) {
+	b.Helper()
+	dot := strings.LastIndexByte(token, '.')
+	signature, err := base64.RawURLEncoding.DecodeString(token[dot+1:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	return []byte(token[:dot]), signature
+}
