@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -359,6 +360,89 @@ func TestShutdownTurnsHealthNotServing(t *testing.T) {
 	}
 	if logs := r.logs.String(); !strings.Contains(logs, "shutdown timeout passed") {
 		t.Errorf("logs do not report the RPCs cancelled at the timeout:\n%s", logs)
+	}
+}
+
+// TestShutdownDrainsRPC holds the SQLite write lock from outside so that a
+// CreateTodo stays in flight, shuts the service down, and then releases
+// the lock: the call must still succeed, and Run must report the drain.
+func TestShutdownDrainsRPC(t *testing.T) {
+	js := startJWKS(t)
+	dataDir := t.TempDir()
+	r := start(t, testConfig(t, js.url(), dataDir))
+	waitHealth(t, r.conn, app.ReadinessService, healthpb.HealthCheckResponse_SERVING)
+
+	locker, err := sql.Open("sqlite", filepath.Join(dataDir, store.SQLiteFileName))
+	if err != nil {
+		t.Fatalf("open the SQLite file: %v", err)
+	}
+	defer locker.Close()
+	lockConn, err := locker.Conn(testContext(t))
+	if err != nil {
+		t.Fatalf("get a connection: %v", err)
+	}
+	defer lockConn.Close()
+	if _, err := lockConn.ExecContext(testContext(t), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("take the write lock: %v", err)
+	}
+
+	created := make(chan error, 1)
+	go func() {
+		client := todov1.NewTodoServiceClient(r.conn)
+		_, err := client.CreateTodo(tokenContext(t, uuid.NewString()), &todov1.CreateTodoRequest{Todo: &todov1.Todo{Title: "in flight"}})
+		created <- err
+	}()
+	waitMetric(t, r.server.HTTPAddr(), "grpc_server_in_flight_rpcs 1")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	waitLog(t, r.logs, `"msg":"draining","in_flight_rpcs":1`)
+
+	if _, err := lockConn.ExecContext(testContext(t), "ROLLBACK"); err != nil {
+		t.Fatalf("release the write lock: %v", err)
+	}
+	if err := <-created; err != nil {
+		t.Errorf("CreateTodo in flight during shutdown: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, `"msg":"gRPC server drained"`) {
+		t.Errorf("logs do not report the drain:\n%s", logs)
+	}
+}
+
+// waitMetric polls /metrics until its text contains want.
+func waitMetric(t *testing.T, httpAddr, want string) {
+	t.Helper()
+	ctx := testContext(t)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), want) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("/metrics never contained %q", want)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitLog polls the logs until they contain want.
+func waitLog(t *testing.T, logs *syncBuffer, want string) {
+	t.Helper()
+	ctx := testContext(t)
+	for !strings.Contains(logs.String(), want) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("logs never contained %s:\n%s", want, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
