@@ -34,25 +34,34 @@ const (
 	readinessTimeout  = 2 * time.Second
 )
 
+// cleanupInterval is how often stale sessions and login-failure counters
+// are deleted, and sessionRetention how long a session is kept after it
+// expired or was revoked (so IntrospectToken and the logs can still name
+// it for a while).
+const (
+	cleanupInterval  = time.Hour
+	sessionRetention = 24 * time.Hour
+)
+
 // Server is a running auth service. Start it with Start and stop it with
 // Shutdown; a test can start it on port 0 and read the bound addresses.
 type Server struct {
 	cfg    config.Config
 	logger *slog.Logger
 
-	store      *store.Store
-	keys       *keys.Manager
-	transport  *grpcserver.Transport
-	grpc       *grpc.Server
-	health     *health.Server
-	http       *http.Server
-	grpcLn     net.Listener
-	httpLn     net.Listener
-	stopReady  context.CancelFunc
-	readyDone  chan struct{}
-	failed     chan error
-	serveGroup sync.WaitGroup
-	shutdown   sync.Once
+	store          *store.Store
+	keys           *keys.Manager
+	transport      *grpcserver.Transport
+	grpc           *grpc.Server
+	health         *health.Server
+	http           *http.Server
+	grpcLn         net.Listener
+	httpLn         net.Listener
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup // readiness and cleanup loops
+	failed         chan error
+	serveGroup     sync.WaitGroup
+	shutdown       sync.Once
 }
 
 // Start opens the store, applies migrations, loads the signing keys, binds
@@ -140,9 +149,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Serv
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.checkReadiness(ctx)
-	readyCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s.stopReady, s.readyDone = stop, make(chan struct{})
-	go s.watchReadiness(readyCtx)
+	backgroundCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBackground = stop
+	s.background.Go(func() { s.every(backgroundCtx, readinessInterval, s.checkReadiness) })
+	s.background.Go(func() { s.every(backgroundCtx, cleanupInterval, s.deleteStaleRecords) })
 
 	logger.Info("auth-service started", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(),
 		"store", string(s.store.Dialect()), "issuer", cfg.Issuer)
@@ -205,8 +215,8 @@ func (s *Server) doShutdown() error {
 	s.logger.Info("shutting down: health NOT_SERVING, draining in-flight RPCs",
 		"in_flight_rpcs", s.transport.InFlight(), "timeout", s.cfg.ShutdownTimeout)
 	s.health.Shutdown()
-	s.stopReady()
-	<-s.readyDone
+	s.stopBackground()
+	s.background.Wait()
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
@@ -259,17 +269,32 @@ func (s *Server) closeResources() error {
 	return nil
 }
 
-func (s *Server) watchReadiness(ctx context.Context) {
-	defer close(s.readyDone)
-	ticker := time.NewTicker(readinessInterval)
+// every runs fn each interval until ctx ends.
+func (s *Server) every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			s.checkReadiness(ctx)
+			fn(ctx)
 		}
+	}
+}
+
+// deleteStaleRecords deletes sessions that ended more than sessionRetention
+// ago and login-failure counters that have reset. Every replica runs it;
+// the deletes are idempotent.
+func (s *Server) deleteStaleRecords(ctx context.Context) {
+	now := time.Now()
+	sessions, failures, err := s.store.DeleteStaleRecords(ctx, now.Add(-sessionRetention), now.Add(-s.cfg.Throttle.ResetAfter), now)
+	if err != nil {
+		s.logger.Warn("delete stale sessions and login failures", "err", err)
+		return
+	}
+	if sessions > 0 || failures > 0 {
+		s.logger.Info("deleted stale records", "sessions", sessions, "login_failure_counters", failures)
 	}
 }
 

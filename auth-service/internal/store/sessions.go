@@ -37,6 +37,7 @@ func (r sessionRow) session() auth.Session {
 }
 
 // CreateSession inserts the session and its first refresh token.
+
 func (s *Store) CreateSession(ctx context.Context, session auth.Session, refreshTokenHash string) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(
@@ -207,4 +208,34 @@ func (s *Store) RevokeSession(ctx context.Context, userID, sessionID string, now
 		return translateError("revoke session "+sessionID, err)
 	}
 	return requireRow(result, "revoke session "+sessionID)
+}
+
+// DeleteStaleRecords deletes the sessions (with their refresh tokens) that
+// expired or were revoked before sessionsBefore, and the login-failure
+// counters whose last failure is before failuresBefore and whose block has
+// ended at now. It returns how many sessions and counters it deleted.
+//
+// Used refresh tokens of a live session are kept, because reuse detection
+// needs them for as long as the session can still be refreshed.
+func (s *Store) DeleteStaleRecords(ctx context.Context, sessionsBefore, failuresBefore, now time.Time) (sessions, failures int64, err error) {
+	result, err := s.db.ExecContext(ctx, s.db.Rebind(
+		`DELETE FROM sessions WHERE expire_time < ? OR revoke_time < ?`),
+		micros(sessionsBefore), micros(sessionsBefore))
+	if err != nil {
+		return 0, 0, translateError("delete stale sessions", err)
+	}
+	if sessions, err = result.RowsAffected(); err != nil {
+		return 0, 0, fmt.Errorf("delete stale sessions: %w", err)
+	}
+
+	result, err = s.db.ExecContext(ctx, s.db.Rebind(
+		`DELETE FROM login_failures WHERE last_failure_time < ? AND blocked_until < ?`),
+		micros(failuresBefore), micros(now))
+	if err != nil {
+		return sessions, 0, translateError("delete stale login failures", err)
+	}
+	if failures, err = result.RowsAffected(); err != nil {
+		return sessions, 0, fmt.Errorf("delete stale login failures: %w", err)
+	}
+	return sessions, failures, nil
 }

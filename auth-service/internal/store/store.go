@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"  // registers the "postgres" driver
@@ -26,6 +27,9 @@ const (
 	Postgres Dialect = "postgres"
 	SQLite   Dialect = "sqlite"
 )
+
+// maxOpenConns caps the PostgreSQL connections of one process.
+const maxOpenConns = 20
 
 // Config selects the database that Open connects to.
 type Config struct {
@@ -55,6 +59,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
 	}
+	if dialect == Postgres {
+		// NOTE: the pool limits are constants, not flags. maxOpenConns keeps
+		// a burst of requests within PostgreSQL's default max_connections
+		// of 100 for a few replicas. Many replicas need a lower value or a
+		// higher max_connections.
+		db.SetMaxOpenConns(maxOpenConns)
+		db.SetMaxIdleConns(maxOpenConns / 2)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	}
+
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)

@@ -35,6 +35,7 @@ func RunTests(t *testing.T, newStore func(testing.TB) *store.Store) {
 		{"ChangePasswordRevokesOthers", testChangePasswordRevokesOthers},
 		{"DeleteUserCascades", testDeleteUserCascades},
 		{"LoginThrottle", testLoginThrottle},
+		{"DeleteStaleRecords", testDeleteStaleRecords},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -481,5 +482,63 @@ func testLoginThrottle(t *testing.T, s *store.Store) {
 	}
 	if !until.IsZero() {
 		t.Errorf("LoginBlockedUntil() after reset = %v, want zero", until)
+	}
+}
+
+func testDeleteStaleRecords(t *testing.T, s *store.Store) {
+	ctx := testContext(t)
+	ada := mustCreateUser(t, s, "ada@example.com")
+
+	live, _ := mustCreateSession(t, s, ada.ID, base)
+	revokedOld, _ := mustCreateSession(t, s, ada.ID, base)
+	revokedRecent, _ := mustCreateSession(t, s, ada.ID, base)
+	expiredOld := auth.Session{ID: uuid.NewString(), UserID: ada.ID, CreateTime: base, LastRefreshTime: base, ExpireTime: base.Add(time.Minute)}
+	if err := s.CreateSession(ctx, expiredOld, randomHash(t)); err != nil {
+		t.Fatalf("CreateSession() = %v", err)
+	}
+	if err := s.RevokeSession(ctx, ada.ID, revokedOld.ID, base.Add(time.Hour), "test"); err != nil {
+		t.Fatalf("RevokeSession() = %v", err)
+	}
+	if err := s.RevokeSession(ctx, ada.ID, revokedRecent.ID, base.Add(5*time.Hour), "test"); err != nil {
+		t.Fatalf("RevokeSession() = %v", err)
+	}
+
+	policy := auth.FailurePolicy{ResetAfter: time.Hour, Delay: func(int64) time.Duration { return 0 }}
+	blocking := auth.FailurePolicy{ResetAfter: time.Hour, Delay: func(int64) time.Duration { return 24 * time.Hour }}
+	for key, at := range map[string]time.Time{"account:old": base, "account:recent": base.Add(5 * time.Hour)} {
+		if _, err := s.RecordLoginFailure(ctx, key, at, policy); err != nil {
+			t.Fatalf("RecordLoginFailure(%s) = %v", key, err)
+		}
+	}
+	if _, err := s.RecordLoginFailure(ctx, "account:blocked", base, blocking); err != nil {
+		t.Fatalf("RecordLoginFailure(blocked) = %v", err)
+	}
+
+	now := base.Add(6 * time.Hour)
+	cutoff := base.Add(2 * time.Hour)
+	sessions, failures, err := s.DeleteStaleRecords(ctx, cutoff, cutoff, now)
+	if err != nil {
+		t.Fatalf("DeleteStaleRecords() = %v", err)
+	}
+	if sessions != 2 || failures != 1 {
+		t.Errorf("DeleteStaleRecords() deleted %d sessions and %d counters, want 2 and 1", sessions, failures)
+	}
+
+	for _, id := range []string{live.ID, revokedRecent.ID} {
+		if _, err := s.GetSession(ctx, id); err != nil {
+			t.Errorf("GetSession(%s) after cleanup = %v, want it kept", id, err)
+		}
+	}
+	for _, id := range []string{revokedOld.ID, expiredOld.ID} {
+		if _, err := s.GetSession(ctx, id); !errors.Is(err, auth.ErrNotFound) {
+			t.Errorf("GetSession(%s) after cleanup = %v, want ErrNotFound", id, err)
+		}
+	}
+	until, err := s.LoginBlockedUntil(ctx, []string{"account:blocked"})
+	if err != nil {
+		t.Fatalf("LoginBlockedUntil() = %v", err)
+	}
+	if !until.Equal(base.Add(24 * time.Hour)) {
+		t.Errorf("blocked counter after cleanup blocks until %v, want it kept until %v", until, base.Add(24*time.Hour))
 	}
 }
