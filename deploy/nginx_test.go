@@ -39,7 +39,7 @@ var kubernetesNginxValues = map[string]string{
 	"LISTEN":           "8080",
 	"AUTH_UPSTREAM":    "auth-service:50051",
 	"TODO_UPSTREAM":    "todo-service:50052",
-	"RUNTIME_DIR":      "/tmp/nginx",
+	"RUNTIME_DIR":      "/tmp",
 	"ERROR_LOG":        "/dev/stderr",
 	"ACCESS_LOG":       "/dev/stdout",
 	"UPSTREAM_TIMEOUT": "30s",
