@@ -589,6 +589,12 @@ func TestTransportLimits(t *testing.T) {
 		t.Errorf("IntrospectToken() field violations mismatch (-want +got):\n%s", diff)
 	}
 
+	_, err = s.client.Refresh(ctx, &authv1.RefreshRequest{RefreshToken: strings.Repeat("r", 257)})
+	st = wantCode(t, "Refresh(257-byte token)", err, codes.InvalidArgument)
+	if diff := cmp.Diff([]string{"refresh_token"}, fieldViolations(st)); diff != "" {
+		t.Errorf("Refresh() field violations mismatch (-want +got):\n%s", diff)
+	}
+
 	big := metadata.AppendToOutgoingContext(ctx, "x-padding", strings.Repeat("p", 32<<10))
 	if _, err := s.client.GetCurrentUser(big, &authv1.GetCurrentUserRequest{}); err == nil {
 		t.Error("GetCurrentUser() with 32 KiB of metadata = nil error, want the header list rejected")
@@ -822,5 +828,43 @@ func TestInvalidUTF8NamesField(t *testing.T) {
 	req = protowire.AppendBytes(req, []byte("correct horse battery"))
 	if err := s.conn.Invoke(testContext(t), "/auth.v1.AuthService/SignUp", &req, &resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
 		t.Errorf("SignUp(raw valid request) = %v, want nil", err)
+	}
+}
+
+func TestLoginThrottleUsesForwardedAddress(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted string
+		// wantBlocked is whether a login forwarded for a fresh address is
+		// blocked after three failures forwarded for another address.
+		wantBlocked bool
+	}{
+		// The test client connects from 127.0.0.1, so a trusted proxy
+		// there makes x-forwarded-for the client address.
+		{"trusted peer", "127.0.0.1/32", false},
+		// An untrusted peer's header is ignored, so every failure
+		// counts against 127.0.0.1.
+		{"untrusted peer", "10.0.0.0/8", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, "-trusted-proxies", tt.trusted, "-login-address-free-failures", "2", "-login-backoff-base", "1m")
+			signUp(t, s, "ada@example.com", "correct horse battery")
+			ctx := testContext(t)
+
+			attacker := metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", "198.51.100.1")
+			for i := range 3 {
+				_, err := s.client.Login(attacker, &authv1.LoginRequest{Email: fmt.Sprintf("victim%d@example.com", i), Password: "wrong password"})
+				wantCode(t, "Login(wrong password)", err, codes.Unauthenticated)
+			}
+
+			user := metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", "203.0.113.7")
+			_, err := s.client.Login(user, &authv1.LoginRequest{Email: "ada@example.com", Password: "correct horse battery"})
+			if tt.wantBlocked {
+				wantCode(t, "Login() from another forwarded address", err, codes.ResourceExhausted)
+			} else if err != nil {
+				t.Errorf("Login() from another forwarded address = %v, want nil", err)
+			}
+		})
 	}
 }
