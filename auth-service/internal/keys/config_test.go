@@ -102,3 +102,20 @@ func TestNewManagerRejectsBadInput(t *testing.T) {
 		t.Error("NewManager() with a nil database = nil error, want an error")
 	}
 }
+
+func TestConfigValidateAcceptsFastRotation(t *testing.T) {
+	// Settings for an end-to-end test that rotates every few seconds,
+	// with verifiers that refetch the JWKS at least every 2 seconds.
+	cfg := DefaultConfig()
+	cfg.PollInterval = 250 * time.Millisecond
+	cfg.JWKSMaxAge = time.Second
+	cfg.VerifierRefreshInterval = 2 * time.Second
+	cfg.PublishLead = 4 * time.Second
+	cfg.RotationPeriod = 10 * time.Second
+	cfg.MaxTokenLifetime = time.Minute
+	cfg.RetiredLifetime = cfg.MaxTokenLifetime + cfg.VerifierClockSkew + 3*time.Second
+
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate() = %v, want nil", err)
+	}
+}
