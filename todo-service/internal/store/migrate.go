@@ -82,7 +82,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 	defer conn.Close()
 
 	if s.dialect == DialectPostgres {
-		lock := `SELECT pg_advisory_lock(hashtextextended($1 || current_schema(), 0))`
+		lock := `SELECT pg_advisory_lock(hashtextextended($1 || COALESCE(current_schema(), ''), 0))`
 		if _, err := conn.ExecContext(ctx, lock, migrationLockKey); err != nil {
 			return nil, fmt.Errorf("migrate: take the advisory lock: %w", err)
 		}
@@ -90,7 +90,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 			// The lock must go even when ctx has ended. When the unlock
 			// fails, the connection is discarded, which ends the session
 			// and so releases the lock.
-			unlock := `SELECT pg_advisory_unlock(hashtextextended($1 || current_schema(), 0))`
+			unlock := `SELECT pg_advisory_unlock(hashtextextended($1 || COALESCE(current_schema(), ''), 0))`
 			if _, err := conn.ExecContext(context.WithoutCancel(ctx), unlock, migrationLockKey); err != nil {
 				conn.Raw(func(any) error { return driver.ErrBadConn })
 			}

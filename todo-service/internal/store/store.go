@@ -103,7 +103,9 @@ func openSQLite(dataDir string) (*Store, error) {
 	// second writer wait up to 10 s instead of failing at once. Immediate
 	// transactions take the write lock at BEGIN, so a transaction cannot
 	// fail with SQLITE_BUSY halfway, when it upgrades from reading to
-	// writing.
+	// writing. With WAL, synchronous=NORMAL keeps the file consistent but
+	// may lose the last commits on a power loss or an OS crash, though not
+	// on a crash of the process (SQLite's PRAGMA synchronous docs).
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sqlx.Open("sqlite", dsn)
