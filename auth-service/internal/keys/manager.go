@@ -320,9 +320,11 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // that refresh in time meet no unknown key.
 //
 // With dropCurrent (for a suspected leak) the current and next keys are
-// deleted, so they leave the JWKS at once and every token they signed
-// fails verification, and a fresh key signs immediately. Verifiers fetch
-// the fresh key when they first meet its kid. Retired keys stay.
+// deleted and a fresh key signs immediately on this replica. Retired keys
+// stay. The dropped keys leave this replica's JWKS at once, and the other
+// replicas' on their next poll, when they also switch to the fresh key.
+// Remote verifiers reject the dropped keys' tokens from their next JWKS
+// refresh on, and fetch the fresh key when they first meet its kid.
 func (m *Manager) Rotate(ctx context.Context, dropCurrent bool) error {
 	// Most rotations create a key, and generating it before the lock keeps
 	// other replicas from waiting on it.
