@@ -21,8 +21,10 @@ func inCI() bool {
 	return os.Getenv("CI") == "true"
 }
 
-// requireTool returns the path of a tool from the repository's .bin folder
-// or from PATH. A missing tool skips the test, or fails it in CI.
+// requireTool returns the path of a tool from the repository's .bin folder,
+// from PATH or from /usr/sbin, where Debian installs nginx and which a
+// non-root PATH often lacks. A missing tool skips the test, or fails it in
+// CI.
 func requireTool(t *testing.T, name, installHint string) string {
 	t.Helper()
 
@@ -36,11 +38,14 @@ func requireTool(t *testing.T, name, installHint string) string {
 	if path, err := exec.LookPath(name); err == nil {
 		return path
 	}
+	if path, err := exec.LookPath(filepath.Join("/usr/sbin", name)); err == nil {
+		return path
+	}
 
 	if inCI() {
-		t.Fatalf("%s not found in ../.bin or PATH, and CI=true; install it with: %s", name, installHint)
+		t.Fatalf("%s not found in ../.bin, PATH or /usr/sbin, and CI=true; install it with: %s", name, installHint)
 	}
-	t.Skipf("%s not found in ../.bin or PATH; install it with: %s", name, installHint)
+	t.Skipf("%s not found in ../.bin, PATH or /usr/sbin; install it with: %s", name, installHint)
 	return ""
 }
 
