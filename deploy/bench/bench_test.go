@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -393,8 +394,19 @@ func (h *harness) introspectArgs(auth *systemtest.Service) ([]string, string) {
 	if !flags["token-check"] {
 		return nil, "todo-service has no -token-check flag"
 	}
-	for _, name := range []string{"introspect-addr", "auth-grpc-addr", "auth-addr", "introspect-target", "introspection-addr"} {
-		if flags[name] {
+	// The name of the flag with the auth-service gRPC address is not fixed
+	// yet, so take the first flag that mentions introspection and an
+	// address.
+	names := make([]string, 0, len(flags))
+	for name := range flags {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !strings.Contains(name, "introspect") && !strings.HasPrefix(name, "auth-") {
+			continue
+		}
+		if strings.HasSuffix(name, "addr") || strings.HasSuffix(name, "address") || strings.HasSuffix(name, "target") {
 			return []string{"-token-check", "introspect", "-" + name, auth.GRPCAddr}, ""
 		}
 	}
