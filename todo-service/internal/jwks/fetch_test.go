@@ -287,6 +287,9 @@ func TestCacheFetchFaultKeepsLastGoodSet(t *testing.T) {
 				t.Errorf("Ready() = false while the last good set is fresh, want true")
 			}
 
+			if logs := env.logs.String(); !strings.Contains(logs, "outcome="+tt.outcome) {
+				t.Errorf("logs lack a line with outcome=%s:\n%s", tt.outcome, logs)
+			}
 			if got := env.metricValue(t, "todo_jwks_fetches_total", tt.outcome); got != 2 {
 				t.Errorf("fetches{outcome=%s} = %v, want 2 (one scheduled, one unknown kid)", tt.outcome, got)
 			}

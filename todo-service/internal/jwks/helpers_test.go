@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -313,6 +315,26 @@ type testEnv struct {
 	timer     *fakeTimer
 	persister *memPersister
 	registry  *prometheus.Registry
+	logs      *lockedBuffer // the cache's log output, in slog text format
+}
+
+// lockedBuffer is a bytes.Buffer that the cache's goroutines and the test
+// can use at the same time.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // testConfig returns the default settings with the fake clock, and fetch
@@ -336,13 +358,15 @@ func newTestEnv(t *testing.T, configure func(*Config)) *testEnv {
 		timer:     newFakeTimer(),
 		persister: &memPersister{},
 		registry:  prometheus.NewRegistry(),
+		logs:      &lockedBuffer{},
 	}
 	cfg := testConfig(env.server.URL(), env.clock)
 	if configure != nil {
 		configure(&cfg)
 	}
 
-	cache, err := New(cfg, env.persister, nil, env.registry)
+	logger := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cache, err := New(cfg, env.persister, logger, env.registry)
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
 	}

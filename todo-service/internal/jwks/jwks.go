@@ -198,9 +198,9 @@ func New(cfg Config, p Persister, logger *slog.Logger, reg prometheus.Registerer
 
 // Start loads the persisted key set, if any, and starts the background
 // refresh, whose first fetch begins at once. Start returns without waiting
-// for that fetch. It waits at most FetchTimeout for the Persister. The
-// refresh runs until ctx is done or Close is called. Calls after the first
-// do nothing.
+// for that fetch. The Persister gets a context that ends after
+// FetchTimeout. The refresh runs until ctx is done or Close is called.
+// Calls after the first do nothing.
 func (c *Cache) Start(ctx context.Context) {
 	c.mu.Lock()
 	if c.started || c.closed {
@@ -278,6 +278,7 @@ func (c *Cache) Close() {
 		return
 	}
 	c.closed = true
+	started := c.started
 	stop := c.stopAfterFunc
 	c.mu.Unlock()
 
@@ -288,7 +289,9 @@ func (c *Cache) Close() {
 	c.wg.Wait()
 	c.client.CloseIdleConnections()
 	c.metrics.unregister()
-	c.logger.Info("stopped jwks refresh")
+	if started {
+		c.logger.Info("stopped jwks refresh")
+	}
 }
 
 // usableSet returns the key set in use, or an error wrapping

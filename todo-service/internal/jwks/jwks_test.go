@@ -224,6 +224,25 @@ func TestCacheSavesEachFetchedSet(t *testing.T) {
 	}
 }
 
+func TestCacheNeverLogsPrivateMembers(t *testing.T) {
+	env := newTestEnv(t, nil)
+	private := privateJWK("leaked", keyB())
+	env.server.serveBody("", jwksBody(t, publicJWK("a", keyA()), private))
+
+	env.start(t)
+	env.mustFail(t, "leaked", accesstoken.ErrUnknownKey)
+
+	logs := env.logs.String()
+	if !strings.Contains(logs, `kid \"leaked\": key has the private member`) {
+		t.Errorf("logs do not report the key with private members:\n%s", logs)
+	}
+	for _, member := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+		if value := private[member].(string); strings.Contains(logs, value[:32]) {
+			t.Errorf("logs contain the private member %q of a published key", member)
+		}
+	}
+}
+
 func TestCacheSaveErrorKeepsSet(t *testing.T) {
 	env := newTestEnv(t, nil)
 	env.persister.saveErr = errors.New("disk full")

@@ -236,7 +236,7 @@ func expectDelim(decoder *json.Decoder, want json.Delim) error {
 
 // parseKey checks one JWK against the acceptance rules of parseKeySet. On
 // rejection it returns the reason and an error that explains it, and the kid
-// when the key has a valid one.
+// for the log when the key has a valid one.
 func parseKey(raw json.RawMessage) (kid string, key *rsa.PublicKey, reason string, err error) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &members); err != nil {
@@ -247,7 +247,7 @@ func parseKey(raw json.RawMessage) (kid string, key *rsa.PublicKey, reason strin
 	// "oth" without complaint.
 	for _, name := range privateMembers {
 		if _, ok := members[name]; ok {
-			return "", nil, reasonPrivateMember, fmt.Errorf("key has the private member %q", name)
+			return loggableKID(members), nil, reasonPrivateMember, fmt.Errorf("key has the private member %q", name)
 		}
 	}
 
@@ -283,6 +283,16 @@ func parseKey(raw json.RawMessage) (kid string, key *rsa.PublicKey, reason strin
 			bits, minModulusBits, maxModulusBits)
 	}
 	return kid, &rsa.PublicKey{N: n, E: requiredExponent}, "", nil
+}
+
+// loggableKID returns the kid member of a key when it is a valid kid, and
+// an empty string otherwise.
+func loggableKID(members map[string]json.RawMessage) string {
+	var kid string
+	if json.Unmarshal(members["kid"], &kid) != nil || validateKID(kid) != nil {
+		return ""
+	}
+	return kid
 }
 
 // validateKID returns an error unless kid has 1 to 128 bytes of the
