@@ -169,7 +169,7 @@ func (c *Cache) download(ctx context.Context) (fetchResult, []byte) {
 	if resp.StatusCode != http.StatusOK {
 		// Read a little so the connection can be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return fetchResult{outcome: outcomeStatus, err: fmt.Errorf("unexpected HTTP status %s", resp.Status)}, nil
+		return fetchResult{outcome: outcomeStatus, err: fmt.Errorf("unexpected HTTP status %d", resp.StatusCode)}, nil
 	}
 	if resp.ContentLength > c.cfg.MaxBodyBytes {
 		return fetchResult{outcome: outcomeTooLarge, err: fmt.Errorf("content length %d exceeds the max body size %d bytes",
@@ -237,12 +237,21 @@ func (c *Cache) logRejectedKeys(source string, rejected []rejectedKey) {
 		return
 	}
 
-	const maxListed = 10
+	const (
+		maxListed = 10
+		// maxEntryBytes bounds one entry, because jwx errors can quote
+		// member values that the endpoint chose.
+		maxEntryBytes = 200
+	)
 	listed := make([]string, 0, min(len(rejected), maxListed))
 	for _, r := range rejected {
 		c.metrics.keysRejected.WithLabelValues(r.reason).Inc()
 		if len(listed) < maxListed {
-			listed = append(listed, fmt.Sprintf("keys[%d] kid %q: %v", r.index, r.kid, r.err))
+			entry := fmt.Sprintf("keys[%d] kid %q: %v", r.index, r.kid, r.err)
+			if len(entry) > maxEntryBytes {
+				entry = strings.ToValidUTF8(entry[:maxEntryBytes], "") + "..."
+			}
+			listed = append(listed, entry)
 		}
 	}
 	c.logger.Warn("ignored keys in the key set", "source", source, "count", len(rejected), "keys", listed)

@@ -243,6 +243,30 @@ func TestCacheNeverLogsPrivateMembers(t *testing.T) {
 	}
 }
 
+func TestCacheLogsRejectedKeysBriefly(t *testing.T) {
+	env := newTestEnv(t, nil)
+	keys := []map[string]any{publicJWK("a", keyA())}
+	for i := range 20 {
+		keys = append(keys, with(publicJWK(fmt.Sprintf("bad-%d", i), keyB()),
+			map[string]any{"kty": strings.Repeat("X", 50_000)}))
+	}
+	env.server.serveBody("", jwksBody(t, keys...))
+
+	env.start(t)
+
+	env.mustPublicKey(t, "a", keyA())
+	if got := env.metricValue(t, "todo_jwks_keys_rejected_total", reasonMalformed); got != 20 {
+		t.Errorf("keys rejected{reason=malformed} = %v, want 20", got)
+	}
+	logs := env.logs.String()
+	if !strings.Contains(logs, "count=20") {
+		t.Errorf("logs lack the count of 20 rejected keys:\n%.2000s", logs)
+	}
+	if len(logs) > 10_000 {
+		t.Errorf("logs have %d bytes for one fetch, want at most 10000 with 10 entries of 200 bytes listed", len(logs))
+	}
+}
+
 func TestCacheSaveErrorKeepsSet(t *testing.T) {
 	env := newTestEnv(t, nil)
 	env.persister.saveErr = errors.New("disk full")
