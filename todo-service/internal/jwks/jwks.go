@@ -3,6 +3,15 @@
 // background, persists the last good set and resolves key IDs for token
 // verification. A request waits on the network only for a refetch caused
 // by an unknown kid, and for at most UnknownKidWait.
+//
+// The Prometheus metrics are todo_jwks_fetches_total by outcome,
+// todo_jwks_key_set_age_seconds, todo_jwks_key_set_ready, todo_jwks_keys,
+// todo_jwks_keys_rejected_total by reason,
+// todo_jwks_unknown_kid_lookups_total,
+// todo_jwks_unknown_kid_refetches_suppressed_total and
+// todo_jwks_persist_errors_total by operation. An alert on
+// todo_jwks_key_set_age_seconds well above the max refresh interval warns
+// before the max stale age makes the service fail closed.
 package jwks
 
 import (

@@ -31,7 +31,11 @@ func (c *Cache) run(ctx context.Context) {
 			failures++
 		}
 		delay := c.nextDelay(result, failures)
-		c.logger.Debug("next key set fetch scheduled", "in", delay, "consecutive_failures", failures)
+		if failures > 0 {
+			c.logger.Info("retrying key set fetch", "in", delay, "consecutive_failures", failures)
+		} else {
+			c.logger.Debug("next key set fetch scheduled", "in", delay)
+		}
 
 		if !c.wait(ctx, delay) {
 			return
