@@ -117,6 +117,7 @@ func TestTokenRejected(t *testing.T) {
 		})
 	}
 
+	waitRPCLines(t, ts, 2*len(tests))
 	logs := ts.logs.String()
 	for _, tt := range tests {
 		if !strings.Contains(logs, tt.wantReason) {
@@ -270,6 +271,25 @@ type logLine struct {
 	Err        string  `json:"err"`
 }
 
+// waitRPCLines waits until the server has logged at least n RPCs and
+// returns their lines. The server logs a call after it sent the response,
+// so a client can see the response first.
+func waitRPCLines(t *testing.T, ts *testServer, n int) []logLine {
+	t.Helper()
+	ctx := testContext(t)
+	for {
+		lines := rpcLogLines(t, ts.logs.String())
+		if len(lines) >= n {
+			return lines
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("got %d rpc log lines, want at least %d:\n%s", len(lines), n, ts.logs.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func rpcLogLines(t *testing.T, logs string) []logLine {
 	t.Helper()
 	var lines []logLine
@@ -302,7 +322,7 @@ func TestOneLogLinePerRPC(t *testing.T) {
 	_, err := ts.client.GetTodo(badID, &todov1.GetTodoRequest{Id: alice})
 	wantCode(t, err, codes.Unauthenticated)
 
-	lines := rpcLogLines(t, ts.logs.String())
+	lines := waitRPCLines(t, ts, 2)
 	if len(lines) != 2 {
 		t.Fatalf("got %d rpc log lines, want 2:\n%s", len(lines), ts.logs.String())
 	}
@@ -347,6 +367,7 @@ func TestMetricsCountRPCs(t *testing.T) {
 	_, err := ts.client.ListTodos(testContext(t), &todov1.ListTodosRequest{})
 	wantCode(t, err, codes.Unauthenticated)
 
+	waitRPCLines(t, ts, 4)
 	want := `
 # HELP grpc_server_handled_total RPCs completed by the server, by full method name and status code.
 # TYPE grpc_server_handled_total counter

@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,8 +29,9 @@ const maxRequestIDBytes = 128
 
 // callInfo gathers what the log line of one RPC reports beyond its status.
 type callInfo struct {
-	mu        sync.Mutex
+	method    string
 	requestID string
+	mu        sync.Mutex
 	userID    string // guarded by mu
 	// cause is the detail of an error that the client sees only as a
 	// generic message. It is guarded by mu.
@@ -55,8 +58,11 @@ func recordUserID(ctx context.Context, id string) {
 	}
 }
 
-// observer writes one log line and the metrics of every RPC, and turns a
-// handler panic into INTERNAL.
+// observer writes one log line and the metrics of every RPC. It is a
+// grpc-go stats handler, so it also records calls that fail before any
+// interceptor runs, such as requests too large or impossible to decode.
+// Its interceptors send the request id back and turn a handler panic into
+// INTERNAL.
 type observer struct {
 	logger   *slog.Logger
 	handled  *prometheus.CounterVec
@@ -91,34 +97,56 @@ func newObserver(logger *slog.Logger, reg prometheus.Registerer) (*observer, err
 	return o, nil
 }
 
-// begin starts the bookkeeping of one RPC and returns the context the
-// handlers see.
-func (o *observer) begin(ctx context.Context) (context.Context, *callInfo) {
-	o.active.Add(1)
-	o.inFlight.Inc()
-	ci := &callInfo{requestID: requestID(ctx)}
-	ctx = context.WithValue(ctx, callInfoKey{}, ci)
-	// SetHeader fails only when headers were already sent, which cannot
-	// happen before the handler runs.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, ci.requestID))
-	return ctx, ci
+// TagRPC gives every call a callInfo, which the interceptors and handlers
+// find in their context.
+func (o *observer) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	ci := &callInfo{method: info.FullMethodName, requestID: requestID(ctx)}
+	return context.WithValue(ctx, callInfoKey{}, ci)
 }
 
+// HandleRPC counts and logs each call. grpc-go (v1.85.0) sends Begin and
+// End only for registered methods, so the method label stays bounded.
+func (o *observer) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if s.IsClient() {
+		return
+	}
+	switch s := s.(type) {
+	case *stats.Begin:
+		o.active.Add(1)
+		o.inFlight.Inc()
+	case *stats.End:
+		o.active.Add(-1)
+		o.inFlight.Dec()
+		if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+			o.end(ctx, ci, s.EndTime.Sub(s.BeginTime), s.Error)
+		}
+	}
+}
+
+func (o *observer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (o *observer) HandleConn(context.Context, stats.ConnStats) {}
+
 // end records the outcome of one RPC.
-func (o *observer) end(ctx context.Context, method string, ci *callInfo, start time.Time, err error) {
-	elapsed := time.Since(start)
-	o.active.Add(-1)
-	o.inFlight.Dec()
+func (o *observer) end(ctx context.Context, ci *callInfo, elapsed time.Duration, err error) {
 	code := status.Code(err)
-	o.handled.WithLabelValues(method, code.String()).Inc()
-	o.duration.WithLabelValues(method).Observe(elapsed.Seconds())
+	o.handled.WithLabelValues(ci.method, code.String()).Inc()
+	o.duration.WithLabelValues(ci.method).Observe(elapsed.Seconds())
 
 	ci.mu.Lock()
 	userID, cause := ci.userID, ci.cause
 	ci.mu.Unlock()
+	// A call that failed before any interceptor ran has no recorded
+	// cause. Its status message comes from grpc-go and names what failed,
+	// such as a message over the size limit.
+	if cause == nil && (code == codes.Internal || code == codes.ResourceExhausted) {
+		cause = errors.New(status.Convert(err).Message())
+	}
 
 	attrs := []slog.Attr{
-		slog.String("method", method),
+		slog.String("method", ci.method),
 		slog.String("code", code.String()),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.String("request_id", ci.requestID),
@@ -143,30 +171,35 @@ func (o *observer) end(ctx context.Context, method string, ci *callInfo, start t
 	o.logger.LogAttrs(ctx, level, "rpc", attrs...)
 }
 
-func (o *observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	start := time.Now()
-	ctx, ci := o.begin(ctx)
+// sendRequestID sends the call's request id in the response header.
+func sendRequestID(ctx context.Context) {
+	if ci, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+		// SetHeader fails only when headers were already sent, which
+		// cannot happen before the handler runs.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, ci.requestID))
+	}
+}
+
+func (o *observer) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	sendRequestID(ctx)
 	defer func() {
 		if r := recover(); r != nil {
 			recordCause(ctx, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
 			resp, err = nil, status.Error(codes.Internal, msgInternal)
 		}
-		o.end(ctx, info.FullMethod, ci, start, err)
 	}()
 	return handler(ctx, req)
 }
 
-func (o *observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	start := time.Now()
-	ctx, ci := o.begin(ss.Context())
+func (o *observer) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	sendRequestID(ss.Context())
 	defer func() {
 		if r := recover(); r != nil {
-			recordCause(ctx, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
+			recordCause(ss.Context(), fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
 			err = status.Error(codes.Internal, msgInternal)
 		}
-		o.end(ctx, info.FullMethod, ci, start, err)
 	}()
-	return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+	return handler(srv, ss)
 }
 
 // requestID returns the client's x-request-id when it is one value of

@@ -61,6 +61,7 @@ func New(opts Options) (*Server, error) {
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.StatsHandler(obs),
 		grpc.ChainUnaryInterceptor(obs.unary, auth.unary, rejectInvalidUTF8),
 		grpc.ChainStreamInterceptor(obs.stream, auth.stream),
 	)

@@ -488,6 +488,19 @@ func TestMessageTooLarge(t *testing.T) {
 		Description: strings.Repeat("x", grpcserver.MaxRecvMsgBytes),
 	}})
 	wantCode(t, err, codes.ResourceExhausted)
+
+	// grpc-go rejects the message before any interceptor runs, and the
+	// call must still get its log line.
+	lines := waitRPCLines(t, ts, 1)
+	if len(lines) != 1 {
+		t.Fatalf("got %d rpc log lines, want 1:\n%s", len(lines), ts.logs.String())
+	}
+	if lines[0].Code != "ResourceExhausted" || lines[0].Method != "/todo.v1.TodoService/CreateTodo" {
+		t.Errorf("log line = %+v, want CreateTodo with code ResourceExhausted", lines[0])
+	}
+	if !strings.Contains(lines[0].Err, "larger than max") {
+		t.Errorf("log line err = %q, want grpc-go's reason", lines[0].Err)
+	}
 }
 
 func TestNotFound(t *testing.T) {
@@ -518,6 +531,7 @@ func TestStoreFailureIsInternal(t *testing.T) {
 	if msg := err.Error(); strings.Contains(msg, "sql") || strings.Contains(msg, "database") {
 		t.Errorf("INTERNAL message %q reveals the cause, want a generic message", msg)
 	}
+	waitRPCLines(t, ts, 1)
 	if logs := ts.logs.String(); !strings.Contains(logs, "database is closed") {
 		t.Errorf("log does not name the cause of the INTERNAL error:\n%s", logs)
 	}
