@@ -41,9 +41,12 @@ const MaxRefreshReuseGrace = 5 * time.Minute
 
 // Config contains every setting of the auth service.
 type Config struct {
-	GRPCAddr        string
-	HTTPAddr        string
-	DatabaseURL     string // empty: SQLite at SQLitePath()
+	GRPCAddr    string
+	HTTPAddr    string
+	DatabaseURL string // empty: SQLite at SQLitePath()
+	// DatabaseURLFile names a file that Parse reads DatabaseURL from, so
+	// that a URL with a password can come from a mounted secret.
+	DatabaseURLFile string
 	DataDir         string
 	Dev             bool
 	KEKFile         string
@@ -89,6 +92,7 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "`address` of the gRPC listener")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "`address` of the HTTP listener for the JWKS, discovery and /metrics")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://...); empty uses SQLite at <data-dir>/auth.db")
+	fs.StringVar(&c.DatabaseURLFile, "database-url-file", "", "`file` containing the PostgreSQL URL, surrounding whitespace trimmed; use instead of -database-url")
 	fs.StringVar(&c.DataDir, "data-dir", "data/auth", "`directory` for the SQLite database and the -dev key-encryption key")
 	fs.BoolVar(&c.Dev, "dev", false, "local mode: generate a missing key-encryption key into <data-dir>/kek")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "`file` with the key-encryption key, base64 of 32 bytes (or set "+KEKEnv+")")
@@ -133,8 +137,9 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 }
 
 // Parse parses args into c with fs from FlagSet, then sets every flag that
-// args did not set from its environment variable, and returns the
-// arguments left after the flags. getenv is os.Getenv in production.
+// args did not set from its environment variable, reads -database-url-file
+// when set, and returns the arguments left after the flags. getenv is
+// os.Getenv in production.
 func Parse(c *Config, fs *flag.FlagSet, args []string, getenv func(string) string) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -159,7 +164,28 @@ func Parse(c *Config, fs *flag.FlagSet, args []string, getenv func(string) strin
 	})
 	c.kekBase64 = getenv(KEKEnv)
 	c.Keys.MaxTokenLifetime = c.AccessTokenTTL
+	if err := c.readDatabaseURLFile(); err != nil {
+		errs = append(errs, err)
+	}
 	return fs.Args(), errors.Join(errs...)
+}
+
+func (c *Config) readDatabaseURLFile() error {
+	if c.DatabaseURLFile == "" {
+		return nil
+	}
+	if c.DatabaseURL != "" {
+		return errors.New("both -database-url and -database-url-file are set: use one")
+	}
+	raw, err := os.ReadFile(c.DatabaseURLFile)
+	if err != nil {
+		return fmt.Errorf("read -database-url-file: %w", err)
+	}
+	c.DatabaseURL = strings.TrimSpace(string(raw))
+	if c.DatabaseURL == "" {
+		return fmt.Errorf("invalid -database-url-file %s: the file is empty", c.DatabaseURLFile)
+	}
+	return nil
 }
 
 // EnvName returns the environment variable of a flag.
@@ -382,6 +408,7 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.String("grpc_addr", c.GRPCAddr),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("database", database),
+		slog.String("database_url_file", c.DatabaseURLFile),
 		slog.String("data_dir", c.DataDir),
 		slog.Bool("dev", c.Dev),
 		slog.String("kek_source", c.KEKSource()),

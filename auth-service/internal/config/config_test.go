@@ -185,3 +185,42 @@ func TestLogAttrsHideSecrets(t *testing.T) {
 		t.Errorf("log line %q does not name the database host", out)
 	}
 }
+
+func TestDatabaseURLFile(t *testing.T) {
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "database-url")
+	if err := os.WriteFile(urlFile, []byte("  postgres://app:s3cret@db:5432/auth\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AUTH_KEK": testKEK}
+
+	c, err := parse(t, nil, map[string]string{"AUTH_KEK": testKEK, "AUTH_DATABASE_URL_FILE": urlFile})
+	if err != nil {
+		t.Fatalf("parse(AUTH_DATABASE_URL_FILE) = %v", err)
+	}
+	if want := "postgres://app:s3cret@db:5432/auth"; c.DatabaseURL != want {
+		t.Errorf("DatabaseURL = %q, want the trimmed file content %q", c.DatabaseURL, want)
+	}
+
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"missing file", []string{"-database-url-file", filepath.Join(dir, "nope")}, "read -database-url-file"},
+		{"empty file", []string{"-database-url-file", emptyFile}, "the file is empty"},
+		{"both set", []string{"-database-url-file", urlFile, "-database-url", "postgres://x/y"}, "use one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, tt.args, env)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parse(%q) = %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+		})
+	}
+}
