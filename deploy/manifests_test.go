@@ -49,6 +49,9 @@ func requireTool(t *testing.T, name, installHint string) string {
 	return ""
 }
 
+// kustomizeDirs are the folders that the overlays build from.
+var kustomizeDirs = []string{"base", "overlays", "nginx"}
+
 // prodPlaceholderSecrets are the files that operators create in
 // overlays/prod/secrets; tests use placeholders and never read real ones.
 var prodPlaceholderSecrets = map[string]string{
@@ -57,14 +60,14 @@ var prodPlaceholderSecrets = map[string]string{
 	"todo-database-url": "postgres://todo:placeholder@todo-db.example.com:5432/todo?sslmode=verify-full\n",
 }
 
-// renderOverlay runs kustomize build on a copy of base/ and overlays/ in a
+// renderOverlay runs kustomize build on a copy of kustomizeDirs in a
 // temporary folder, with placeholder files for the prod secrets.
 func renderOverlay(t *testing.T, overlay string) []byte {
 	t.Helper()
 	kustomize := requireTool(t, "kustomize", "GOBIN=$PWD/.bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1")
 
 	dir := t.TempDir()
-	for _, sub := range []string{"base", "overlays"} {
+	for _, sub := range kustomizeDirs {
 		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(sub)); err != nil {
 			t.Fatalf("copy %s: %v", sub, err)
 		}
@@ -233,7 +236,7 @@ func TestProdBuildNeedsSecretFiles(t *testing.T) {
 	// A copy without the secret files stands for a checkout where no
 	// operator has created them yet.
 	dir := t.TempDir()
-	for _, sub := range []string{"base", "overlays"} {
+	for _, sub := range kustomizeDirs {
 		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(sub)); err != nil {
 			t.Fatalf("copy %s: %v", sub, err)
 		}

@@ -6,7 +6,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -193,8 +195,9 @@ func (s stubTodoService) ListTodos(ctx context.Context, _ *todov1.ListTodosReque
 
 // runningNginx is an nginx master process started by a test.
 type runningNginx struct {
-	Addr     string
-	ErrorLog string
+	Addr       string
+	ErrorLog   string
+	RuntimeDir string
 }
 
 // freeLoopbackPort returns a TCP port on 127.0.0.1 that was free a moment
@@ -214,6 +217,14 @@ func freeLoopbackPort(t *testing.T) int {
 // folder. It stops nginx in t.Cleanup.
 func startNginx(t *testing.T, nginxPath, authAddr, todoAddr, upstreamTimeout string) *runningNginx {
 	t.Helper()
+	return startNginxAs(t, nil, nginxPath, authAddr, todoAddr, upstreamTimeout)
+}
+
+// startNginxAs is startNginx with nginx running as the user and group of
+// credential, which owns the temporary folder. A nil credential runs nginx
+// as the test's own user.
+func startNginxAs(t *testing.T, credential *syscall.Credential, nginxPath, authAddr, todoAddr, upstreamTimeout string) *runningNginx {
+	t.Helper()
 
 	dir := t.TempDir()
 	// Worker processes drop to the user nobody when the test runs as root,
@@ -221,13 +232,22 @@ func startNginx(t *testing.T, nginxPath, authAddr, todoAddr, upstreamTimeout str
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if credential != nil {
+		if err := os.Chown(dir, int(credential.Uid), int(credential.Gid)); err != nil {
+			t.Fatal(err)
+		}
+		// t.TempDir makes the folder above dir private to the test's user.
+		if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	template, err := os.ReadFile(nginxTemplatePath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
-	gateway := &runningNginx{Addr: addr, ErrorLog: filepath.Join(dir, "error.log")}
+	gateway := &runningNginx{Addr: addr, ErrorLog: filepath.Join(dir, "error.log"), RuntimeDir: dir}
 	config, err := fillNginxTemplate(string(template), map[string]string{
 		"LISTEN":           addr,
 		"AUTH_UPSTREAM":    authAddr,
@@ -246,11 +266,14 @@ func startNginx(t *testing.T, nginxPath, authAddr, todoAddr, upstreamTimeout str
 	}
 
 	args := []string{"-p", dir, "-c", configPath, "-e", gateway.ErrorLog}
-	if out, err := exec.Command(nginxPath, append(args, "-t")...).CombinedOutput(); err != nil {
+	check := exec.Command(nginxPath, append(args, "-t")...)
+	check.SysProcAttr = &syscall.SysProcAttr{Credential: credential}
+	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
 
 	cmd := exec.Command(nginxPath, append(args, "-g", "daemon off;")...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credential}
 	var output strings.Builder
 	cmd.Stdout = &output
 	cmd.Stderr = &output
@@ -530,5 +553,54 @@ func TestNginxUnreachableBackend(t *testing.T) {
 	}
 	if got := status.Convert(err).Message(); got != "backend unavailable" {
 		t.Errorf("GetTodo with no backend: message = %q, want %q", got, "backend unavailable")
+	}
+}
+
+// TestNginxRunsAsNonRoot starts nginx as the user nobody, as the gateway
+// Deployment runs it as a non-root user. nobody cannot write the default
+// log and temporary paths of Debian's nginx, so the test also shows that
+// the configuration and the -e flag move every file nginx writes into the
+// runtime folder.
+func TestNginxRunsAsNonRoot(t *testing.T) {
+	nginxPath := requireTool(t, "nginx", "apt-get install -y nginx")
+	if os.Geteuid() != 0 {
+		t.Skip("the test must run as root to start nginx as another user")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("user nobody not found: %v", err)
+	}
+	uid, err := strconv.ParseUint(nobody.Uid, 10, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, err := strconv.ParseUint(nobody.Gid, 10, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	todo := startStubBackend(t, func(s *grpc.Server) {
+		todov1.RegisterTodoServiceServer(s, stubTodoService{release: release})
+	})
+	credential := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	gateway := startNginxAs(t, credential, nginxPath, todo.Addr, todo.Addr, "5s")
+	conn := dialGateway(t, gateway.Addr)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := todov1.NewTodoServiceClient(conn).GetTodo(ctx, &todov1.GetTodoRequest{Id: "todo-1"}); err != nil {
+		t.Errorf("GetTodo through nginx running as nobody: %v", err)
+	}
+
+	// The master process writes the pid file, so its owner shows the user
+	// nginx runs as.
+	info, err := os.Stat(filepath.Join(gateway.RuntimeDir, "nginx.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner := info.Sys().(*syscall.Stat_t).Uid; owner != credential.Uid {
+		t.Errorf("nginx.pid owner uid = %d, want %d (nobody)", owner, credential.Uid)
 	}
 }

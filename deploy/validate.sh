@@ -33,7 +33,7 @@ fi
 work_dir=$(mktemp -d)
 trap 'rm -rf "$work_dir"' EXIT
 
-cp -r "$deploy_dir/base" "$deploy_dir/overlays" "$work_dir/"
+cp -r "$deploy_dir/base" "$deploy_dir/overlays" "$deploy_dir/nginx" "$work_dir/"
 rm -rf "$work_dir/overlays/prod/secrets"
 mkdir -p "$work_dir/overlays/prod/secrets"
 echo 'cGxhY2Vob2xkZXItcGxhY2Vob2xkZXItcGxhY2Vob2w=' > "$work_dir/overlays/prod/secrets/auth-kek"
