@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,10 @@ type Config struct {
 	HTTPAddr string
 	// DatabaseURL is a postgres:// URL. When empty, the store is SQLite in
 	// DataDir.
-	DatabaseURL      string
+	DatabaseURL string
+	// DatabaseURLFile names a file that contains DatabaseURL, so that a
+	// password in the URL can come from a mounted secret. Parse reads it.
+	DatabaseURLFile  string
 	DataDir          string
 	Issuer           string
 	Audience         string
@@ -74,6 +78,8 @@ func Parse(name string, args []string, getenv func(string) string, output io.Wri
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "host:port of the HTTP listener that serves /metrics")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL,
 		"PostgreSQL URL (postgres://...); when empty, SQLite in the data directory")
+	fs.StringVar(&cfg.DatabaseURLFile, "database-url-file", cfg.DatabaseURLFile,
+		"file that contains the PostgreSQL URL, surrounding white space trimmed; use instead of -database-url")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the SQLite database file todo.db")
 	fs.StringVar(&cfg.Issuer, "issuer", cfg.Issuer, "expected iss claim of access tokens, compared exactly")
 	fs.StringVar(&cfg.Audience, "audience", cfg.Audience, "audience that the aud claim of access tokens must contain")
@@ -133,7 +139,31 @@ func Parse(name string, args []string, getenv func(string) string, output io.Wri
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
+
+	if err := cfg.readDatabaseURLFile(); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
+}
+
+// readDatabaseURLFile sets DatabaseURL from the file DatabaseURLFile names.
+// Its errors never contain the file's content.
+func (c *Config) readDatabaseURLFile() error {
+	if c.DatabaseURLFile == "" {
+		return nil
+	}
+	if c.DatabaseURL != "" {
+		return errors.New("both -database-url and -database-url-file are set: use one of them")
+	}
+	raw, err := os.ReadFile(c.DatabaseURLFile)
+	if err != nil {
+		return fmt.Errorf("read -database-url-file: %w", err)
+	}
+	c.DatabaseURL = strings.TrimSpace(string(raw))
+	if c.DatabaseURL == "" {
+		return fmt.Errorf("invalid -database-url-file %s: the file is empty", c.DatabaseURLFile)
+	}
+	return nil
 }
 
 // EnvName returns the environment variable that sets the flag named flagName.
@@ -202,6 +232,7 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.String("grpc_addr", c.GRPCAddr),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("database", database),
+		slog.String("database_url_file", c.DatabaseURLFile),
 		slog.String("data_dir", c.DataDir),
 		slog.String("issuer", c.Issuer),
 		slog.String("audience", c.Audience),

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +67,8 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// everySetting sets every flag to a value other than its default.
+// everySetting sets every flag to a value other than its default, except
+// -database-url-file, which cannot be combined with -database-url.
 var everySetting = []struct {
 	flag  string
 	value string
@@ -197,6 +200,44 @@ func TestParseHelp(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage text does not mention %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestDatabaseURLFile(t *testing.T) {
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "database-url")
+	if err := os.WriteFile(urlFile, []byte("  postgres://todo:secret@db/todo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	got := parse(t, nil, map[string]string{"TODO_DATABASE_URL_FILE": urlFile})
+	if want := "postgres://todo:secret@db/todo"; got.DatabaseURL != want {
+		t.Errorf("DatabaseURL = %q, want %q", got.DatabaseURL, want)
+	}
+
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"missing file", []string{"-database-url-file", filepath.Join(dir, "missing")}, "read -database-url-file"},
+		{"empty file", []string{"-database-url-file", emptyFile}, "the file is empty"},
+		{"both set", []string{"-database-url-file", urlFile, "-database-url", "postgres://x/y"}, "use one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse("todo-service", tt.args, envOf(nil), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Parse error = %v, want one containing %q", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "secret") {
+				t.Errorf("Parse error %q contains the file's password", err)
+			}
+		})
 	}
 }
 
