@@ -215,7 +215,7 @@ func (c Config) Validate() error {
 
 	// jwks.Config.Validate names the settings in words, not flags.
 	if err := c.JWKS.Validate(); err != nil {
-		add("invalid -jwks-* settings: %w", err)
+		add("%w (set by the -jwks-* flags)", err)
 	}
 
 	return errors.Join(errs...)
