@@ -30,9 +30,11 @@
 //
 // The cache adds no revocation delay of its own, but offline verification
 // already has one. A token stays valid until its exp even when its session
-// is revoked, because nothing on this path asks the auth service. Where a
+// is revoked, because nothing on this path calls the auth service. Where a
 // revoked session must stop working at once, use package introspect
 // instead, at the price of one round trip to the auth service per request.
+// Do not put a Cache in front of an introspect verifier, because serving a
+// revoked token from the cache would undo what introspection is for.
 //
 // Entries are keyed by the SHA-256 of the whole token, so the cache never
 // stores a token itself.
