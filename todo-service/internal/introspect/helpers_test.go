@@ -56,7 +56,7 @@ func (s *authServer) received() []string {
 
 // startAuthServer serves respond on 127.0.0.1 with a free port and returns
 // a client connected to it. Both are stopped when the test ends.
-func startAuthServer(t *testing.T, respond introspectFunc) (authv1.AuthServiceClient, *authServer) {
+func startAuthServer(t testing.TB, respond introspectFunc) (authv1.AuthServiceClient, *authServer) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,7 +80,7 @@ func startAuthServer(t *testing.T, respond introspectFunc) (authv1.AuthServiceCl
 }
 
 // dial returns a client for addr that is closed when the test ends.
-func dial(t *testing.T, addr string) authv1.AuthServiceClient {
+func dial(t testing.TB, addr string) authv1.AuthServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -117,7 +117,7 @@ func respondWith(resp *authv1.IntrospectTokenResponse, err error) introspectFunc
 
 // newTestVerifier returns a Verifier for client with the test issuer,
 // audience and clock.
-func newTestVerifier(t *testing.T, client Client, change func(*Config)) *Verifier {
+func newTestVerifier(t testing.TB, client Client, change func(*Config)) *Verifier {
 	t.Helper()
 	cfg := Config{
 		Issuer:    testIssuer,
