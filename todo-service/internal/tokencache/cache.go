@@ -187,8 +187,8 @@ func (c *Cache) store(ctx context.Context, sum [sha256.Size]byte, token string, 
 	// NOTE: this lookup happens after the wrapped verifier's own lookup.
 	// If the issuer reused a kid for new key material in between, the
 	// entry would record the new key for a token signed by the old one.
-	// The auth service draws every kid from 128 random bits, so it never
-	// reuses one.
+	// The auth service draws every kid from 128 random bits, so such a
+	// reuse is not expected from it.
 	key, err := c.keys.PublicKey(ctx, kid)
 	if err != nil || key == nil {
 		return
