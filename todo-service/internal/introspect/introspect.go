@@ -117,8 +117,9 @@ func New(client Client, cfg Config, reg prometheus.Registerer) (*Verifier, error
 // An empty or oversized token, an inactive token and one that fails a
 // local check yield an error wrapping accesstoken.ErrInvalidToken. A call
 // that fails or times out, and an active response that lacks a required
-// claim, yield an error wrapping accesstoken.ErrKeysUnavailable. No error
-// contains the token.
+// claim, yield an error wrapping accesstoken.ErrKeysUnavailable. The
+// errors built here never include the token, but a failed call's error
+// wraps the auth service's gRPC status with its message as sent.
 func (v *Verifier) Verify(ctx context.Context, token string) (*accesstoken.Claims, error) {
 	if token == "" {
 		v.metrics.requests.WithLabelValues(resultRejected).Inc()
