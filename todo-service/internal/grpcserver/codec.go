@@ -126,9 +126,15 @@ func repairUTF8(dst, raw []byte, desc protoreflect.MessageDescriptor, prefix str
 			dst = protowire.AppendTag(dst, num, typ)
 			dst = protowire.AppendString(dst, strings.ToValidUTF8(string(content), "\uFFFD"))
 		case fd.Kind() == protoreflect.MessageKind:
+			found := len(*paths)
 			inner, ok := repairUTF8(nil, content, fd.Message(), path+".", depth+1, paths)
 			if !ok {
 				return nil, false
+			}
+			if len(*paths) == found {
+				// Nothing changed inside, so the field keeps its bytes.
+				dst = append(dst, field...)
+				continue
 			}
 			dst = protowire.AppendTag(dst, num, typ)
 			dst = protowire.AppendBytes(dst, inner)
