@@ -36,7 +36,9 @@ type TokenVerifier interface {
 // Config configures a Cache. Zero values select the defaults.
 type Config struct {
 	// MaxEntries is the maximum number of cached tokens, default
-	// DefaultMaxEntries.
+	// DefaultMaxEntries. The entries are split over up to 32 shards that
+	// each evict on their own, so a shard may evict while the cache as a
+	// whole holds fewer than MaxEntries tokens.
 	MaxEntries int
 
 	// Now returns the current time, default time.Now. An entry is served

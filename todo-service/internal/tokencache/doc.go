@@ -25,8 +25,10 @@
 // Use it whenever tokens are verified offline. A hit costs a SHA-256 of the
 // token, a map lookup under a per-shard mutex and one KeyResolver lookup,
 // instead of an RSA verification. Memory is bounded by MaxEntries. Each
-// entry contains the claims, the kid and a pointer to the public key, an
-// estimated few hundred bytes for a typical token.
+// entry contains the claims, the kid and a pointer to the public key. On
+// amd64 that came to about 500 bytes of heap per entry for claims with
+// 36-character sub, sid and jti values, so the default 10000 entries
+// take about 5 MB.
 //
 // The cache adds no revocation delay of its own, but offline verification
 // already has one. A token stays valid until its exp even when its session
