@@ -25,7 +25,8 @@ import (
 )
 
 // whoamiService is a server-streaming test service that sends back the
-// user id its handler sees, to test the stream interceptors.
+// user id its handler reads from its context, to test the stream
+// interceptors.
 var whoamiService = grpc.ServiceDesc{
 	ServiceName: "grpcserver.test.Whoami",
 	HandlerType: (*any)(nil),
@@ -151,12 +152,12 @@ func TestStrayWhitespaceInMetadata(t *testing.T) {
 	for _, value := range []string{" Bearer " + token, "Bearer " + token + " ", "Bearer " + token + "\t"} {
 		ctx := metadata.AppendToOutgoingContext(testContext(t), "authorization", value)
 		_, err := ts.client.ListTodos(ctx, &todov1.ListTodosRequest{})
-		shown := strings.ReplaceAll(value, token, "<token>")
+		redacted := strings.ReplaceAll(value, token, "<token>")
 		if err == nil {
-			t.Errorf("ListTodos with authorization %q succeeded, want a failure", shown)
+			t.Errorf("ListTodos with authorization %q succeeded, want a failure", redacted)
 			continue
 		}
-		t.Logf("authorization %q: %v", shown, err)
+		t.Logf("authorization %q: %v", redacted, err)
 	}
 }
 
