@@ -1,12 +1,15 @@
 package tokencache
 
 import (
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,6 +23,33 @@ import (
 // the claims.
 func BenchmarkCacheHit(b *testing.B) {
 	benchmarkCacheHit(b)
+}
+
+// BenchmarkCacheHitParallel measures hits from GOMAXPROCS goroutines at
+// once, each on its own token, so that the tokens spread over the shards
+// as real traffic does.
+func BenchmarkCacheHitParallel(b *testing.B) {
+	f := newFixture(b, 0)
+	tokens := make([]string, 64)
+	for i := range tokens {
+		tokens[i] = validToken(b, fmt.Sprintf("jti-parallel-%d", i))
+		if _, err := f.cache.Verify(b.Context(), tokens[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		token := tokens[next.Add(1)%int64(len(tokens))]
+		for pb.Next() {
+			if _, err := f.cache.Verify(context.Background(), token); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkFullVerify measures accesstoken.Verifier.Verify with an
