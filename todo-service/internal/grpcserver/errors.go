@@ -59,10 +59,15 @@ func storeError(ctx context.Context, err error) error {
 		return status.Error(codes.Aborted, "etag does not match the stored todo, read it again and retry")
 	case errors.Is(err, store.ErrInvalidArgument):
 		return status.Error(codes.InvalidArgument, "invalid request: value cannot be stored")
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), ctx.Err() != nil:
+		// lib/pq (v1.12.3) can report a cancelled query as the server
+		// error 57014, which does not wrap the context's error, so
+		// ctx.Err is checked as well.
+		recordCause(ctx, err)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return status.Error(codes.DeadlineExceeded, "request deadline exceeded")
+		}
 		return status.Error(codes.Canceled, "request canceled")
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "request deadline exceeded")
 	}
 	recordCause(ctx, err)
 	return status.Error(codes.Internal, msgInternal)
