@@ -56,6 +56,10 @@ const (
 	// own before the todo scenarios start.
 	seededTodos = 100
 
+	// maxRunTime bounds one scenario, warm-up included. The slowest,
+	// Login, takes under two minutes on two loaded CPUs.
+	maxRunTime = 15 * time.Minute
+
 	// argon2MemoryBytes is the memory of one argon2id hash at the
 	// auth-service parameters (19 MiB, OWASP's recommendation).
 	argon2MemoryBytes = 19 << 20
@@ -163,6 +167,8 @@ func (h *harness) startTodo(auth *systemtest.Service, databaseURL string, extra 
 // warmUp is true, and fails the test when a call failed.
 func (h *harness) run(ctx context.Context, l Load, mode string, warmUp bool) Row {
 	h.t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, maxRunTime)
+	defer cancel()
 
 	if warmUp {
 		warm := l

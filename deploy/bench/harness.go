@@ -114,7 +114,7 @@ func HelpFlags(bin string) (map[string]bool, error) {
 // DescribeMachine returns the CPU count, CPU model, memory size and load
 // average of this machine, read from /proc, for the header of a report.
 // Other processes on the machine share the CPUs with the services and ghz,
-// so the load average tells how far a run's numbers can be trusted.
+// so the load average shows how far a run's numbers can be trusted.
 func DescribeMachine() string {
 	model := "unknown"
 	if cpuinfo, err := os.ReadFile("/proc/cpuinfo"); err == nil {

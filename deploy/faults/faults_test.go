@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	systemtest.Main(m)
 }
 
-// short reports whether FAULTS_SHORT=1 asks for the short form that CI runs:
+// short reports whether FAULTS_SHORT=1 selects the short form that CI runs:
 // the same faults and checks with fewer requests.
 func short() bool {
 	return os.Getenv("FAULTS_SHORT") == "1"
@@ -354,7 +354,7 @@ func TestAuthKilledDuringLoad(t *testing.T) {
 	}
 }
 
-// healthSample is one answer of the overall health service, or the error
+// healthSample is one response of the overall health service, or the error
 // in its place.
 type healthSample struct {
 	at     time.Time
@@ -364,7 +364,7 @@ type healthSample struct {
 
 // TestSIGTERMDrainsInFlight sends SIGTERM to todo-service under a load of
 // slow ListTodos calls (pages of 1000) and checks that the overall health
-// service turned NOT_SERVING before the server stopped answering, that
+// service turned NOT_SERVING before the server stopped responding, that
 // every call started before the signal completed with OK, and that the
 // process exited within its shutdown timeout.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
@@ -464,12 +464,12 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	}
 	switch {
 	case notServing.IsZero():
-		t.Errorf("health \"\" never answered NOT_SERVING after SIGTERM before the server stopped answering (first failed check %s after the signal)",
+		t.Errorf("health \"\" never returned NOT_SERVING after SIGTERM before the server stopped responding (first failed check %s after the signal)",
 			firstError.Sub(signalTime))
 	case !firstError.IsZero() && firstError.Before(notServing):
-		t.Errorf("health \"\" failed %s after SIGTERM, before it answered NOT_SERVING at %s", firstError.Sub(signalTime), notServing.Sub(signalTime))
+		t.Errorf("health \"\" failed %s after SIGTERM, before it returned NOT_SERVING at %s", firstError.Sub(signalTime), notServing.Sub(signalTime))
 	default:
-		t.Logf("health \"\" answered NOT_SERVING %s after SIGTERM", notServing.Sub(signalTime))
+		t.Logf("health \"\" returned NOT_SERVING %s after SIGTERM", notServing.Sub(signalTime))
 	}
 
 	var inFlight, failedBefore, unexpected int

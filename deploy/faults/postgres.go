@@ -19,8 +19,8 @@ import (
 	"example.com/todoapp/deploy/systemtest"
 )
 
-// defaultPostgresBin is where Debian's postgresql-15 package installs
-// initdb, pg_ctl and postgres. PG_BIN overrides it.
+// defaultPostgresBin is the directory where Debian's postgresql-15 package
+// installs initdb, pg_ctl and postgres. PG_BIN overrides it.
 const defaultPostgresBin = "/usr/lib/postgresql/15/bin"
 
 // toolTimeout bounds each run of initdb and pg_ctl.
