@@ -412,6 +412,49 @@ func TestShutdownDrainsRPC(t *testing.T) {
 	}
 }
 
+// TestDeadlineIsNotInternal lets a CreateTodo run past its deadline while
+// the SQLite write lock is held elsewhere. The server must record the call
+// as ended by the caller, not as an internal error.
+func TestDeadlineIsNotInternal(t *testing.T) {
+	js := startJWKS(t)
+	dataDir := t.TempDir()
+	r := start(t, testConfig(t, js.url(), dataDir))
+	waitHealth(t, r.conn, app.ReadinessService, healthpb.HealthCheckResponse_SERVING)
+
+	locker, err := sql.Open("sqlite", filepath.Join(dataDir, store.SQLiteFileName))
+	if err != nil {
+		t.Fatalf("open the SQLite file: %v", err)
+	}
+	defer locker.Close()
+	lockConn, err := locker.Conn(testContext(t))
+	if err != nil {
+		t.Fatalf("get a connection: %v", err)
+	}
+	defer lockConn.Close()
+	if _, err := lockConn.ExecContext(testContext(t), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("take the write lock: %v", err)
+	}
+	defer lockConn.ExecContext(context.Background(), "ROLLBACK")
+
+	ctx, cancel := context.WithTimeout(tokenContext(t, uuid.NewString()), 200*time.Millisecond)
+	defer cancel()
+	_, err = todov1.NewTodoServiceClient(r.conn).CreateTodo(ctx, &todov1.CreateTodoRequest{Todo: &todov1.Todo{Title: "late"}})
+	if got := status.Code(err); got != codes.DeadlineExceeded {
+		t.Errorf("CreateTodo code = %v (%v), want DeadlineExceeded", got, err)
+	}
+
+	// The server sees either its own deadline or the client's cancel,
+	// whichever comes first. Both are the caller's doing.
+	waitLog(t, r.logs, `"method":"/todo.v1.TodoService/CreateTodo"`)
+	logs := r.logs.String()
+	if !strings.Contains(logs, `"code":"DeadlineExceeded"`) && !strings.Contains(logs, `"code":"Canceled"`) {
+		t.Errorf("CreateTodo log line has neither code DeadlineExceeded nor Canceled:\n%s", logs)
+	}
+	if strings.Contains(logs, `"code":"Internal"`) {
+		t.Errorf("CreateTodo past its deadline was logged as Internal:\n%s", logs)
+	}
+}
+
 // waitMetric polls /metrics until its text contains want.
 func waitMetric(t *testing.T, httpAddr, want string) {
 	t.Helper()
