@@ -7,11 +7,27 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	todov1 "example.com/todoapp/proto/gen/todo/v1"
 	"example.com/todoapp/todo-service/internal/store"
 )
+
+// TestHandlersFailClosedWithoutCaller calls a handler directly, without the
+// auth interceptor, as a wiring mistake would. It must not reach the store.
+func TestHandlersFailClosedWithoutCaller(t *testing.T) {
+	svc := &todoService{} // a nil store panics if a handler reaches it
+	_, err := svc.GetTodo(t.Context(), &todov1.GetTodoRequest{Id: uuid.NewString()})
+	if got := status.Code(err); got != codes.Internal {
+		t.Errorf("GetTodo without a caller: code = %v, want Internal", got)
+	}
+	_, err = svc.ListTodos(t.Context(), &todov1.ListTodosRequest{})
+	if got := status.Code(err); got != codes.Internal {
+		t.Errorf("ListTodos without a caller: code = %v, want Internal", got)
+	}
+}
 
 func TestPageTokenRoundTrip(t *testing.T) {
 	last := store.Todo{ID: uuid.NewString(), CreateTime: time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC)}

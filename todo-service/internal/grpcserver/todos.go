@@ -2,10 +2,13 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	todov1 "example.com/todoapp/proto/gen/todo/v1"
@@ -33,6 +36,11 @@ var updatablePaths = []string{"title", "description", "completed"}
 
 // CreateTodo implements the CreateTodo RPC.
 func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequest) (*todov1.CreateTodoResponse, error) {
+	user, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+
 	var vs violations
 	todo := req.GetTodo()
 	if todo == nil {
@@ -46,7 +54,7 @@ func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequ
 	}
 
 	created, err := s.store.CreateTodo(ctx, store.Todo{
-		UserID:      userID(ctx),
+		UserID:      user,
 		Title:       todo.GetTitle(),
 		Description: todo.GetDescription(),
 		Completed:   todo.GetCompleted(),
@@ -59,13 +67,18 @@ func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequ
 
 // GetTodo implements the GetTodo RPC.
 func (s *todoService) GetTodo(ctx context.Context, req *todov1.GetTodoRequest) (*todov1.GetTodoResponse, error) {
+	user, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+
 	var vs violations
 	vs.checkID("id", req.GetId())
 	if err := vs.err(); err != nil {
 		return nil, err
 	}
 
-	todo, err := s.store.GetTodo(ctx, userID(ctx), req.GetId())
+	todo, err := s.store.GetTodo(ctx, user, req.GetId())
 	if err != nil {
 		return nil, storeError(ctx, err)
 	}
@@ -75,6 +88,11 @@ func (s *todoService) GetTodo(ctx context.Context, req *todov1.GetTodoRequest) (
 // ListTodos implements the ListTodos RPC. It reads one row more than the
 // page size to learn whether a next page exists.
 func (s *todoService) ListTodos(ctx context.Context, req *todov1.ListTodosRequest) (*todov1.ListTodosResponse, error) {
+	user, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+
 	var vs violations
 	pageSize := int(req.GetPageSize())
 	switch {
@@ -103,7 +121,7 @@ func (s *todoService) ListTodos(ctx context.Context, req *todov1.ListTodosReques
 	}
 
 	todos, err := s.store.ListTodos(ctx, store.ListParams{
-		UserID:    userID(ctx),
+		UserID:    user,
 		Completed: completed,
 		After:     after,
 		Limit:     pageSize + 1,
@@ -125,6 +143,11 @@ func (s *todoService) ListTodos(ctx context.Context, req *todov1.ListTodosReques
 
 // UpdateTodo implements the UpdateTodo RPC.
 func (s *todoService) UpdateTodo(ctx context.Context, req *todov1.UpdateTodoRequest) (*todov1.UpdateTodoResponse, error) {
+	user, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+
 	var vs violations
 	todo := req.GetTodo()
 	if todo == nil {
@@ -136,7 +159,7 @@ func (s *todoService) UpdateTodo(ctx context.Context, req *todov1.UpdateTodoRequ
 
 	update := store.TodoUpdate{
 		ID:     todo.GetId(),
-		UserID: userID(ctx),
+		UserID: user,
 		ETag:   todo.GetEtag(),
 	}
 	paths := req.GetUpdateMask().GetPaths()
@@ -171,6 +194,11 @@ func (s *todoService) UpdateTodo(ctx context.Context, req *todov1.UpdateTodoRequ
 
 // DeleteTodo implements the DeleteTodo RPC.
 func (s *todoService) DeleteTodo(ctx context.Context, req *todov1.DeleteTodoRequest) (*todov1.DeleteTodoResponse, error) {
+	user, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+
 	var vs violations
 	vs.checkID("id", req.GetId())
 	vs.checkETag("etag", req.GetEtag())
@@ -178,10 +206,22 @@ func (s *todoService) DeleteTodo(ctx context.Context, req *todov1.DeleteTodoRequ
 		return nil, err
 	}
 
-	if err := s.store.DeleteTodo(ctx, userID(ctx), req.GetId(), req.GetEtag()); err != nil {
+	if err := s.store.DeleteTodo(ctx, user, req.GetId(), req.GetEtag()); err != nil {
 		return nil, storeError(ctx, err)
 	}
 	return &todov1.DeleteTodoResponse{}, nil
+}
+
+// caller returns the user id of the verified token in ctx. A call without
+// one means the auth interceptor did not run, which is a wiring bug, so
+// the call fails closed.
+func caller(ctx context.Context) (string, error) {
+	user := userID(ctx)
+	if user == "" {
+		recordCause(ctx, errors.New("no verified user in the context: the auth interceptor did not run"))
+		return "", status.Error(codes.Internal, msgInternal)
+	}
+	return user, nil
 }
 
 func toProto(t store.Todo) *todov1.Todo {
