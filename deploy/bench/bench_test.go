@@ -68,6 +68,9 @@ const (
 	maxConcurrentHashes = 8
 )
 
+// truncateOutOnce empties the BENCH_OUT file once per test process.
+var truncateOutOnce sync.Once
+
 // harness holds what every step of a run needs.
 type harness struct {
 	t         *testing.T
@@ -103,9 +106,12 @@ func newHarness(t *testing.T) *harness {
 
 	out := io.Writer(os.Stdout)
 	if path := os.Getenv("BENCH_OUT"); path != "" {
-		f, err := os.Create(path)
+		// The first test of the process empties the file, and every test
+		// appends its report.
+		truncateOutOnce.Do(func() { os.Truncate(path, 0) })
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
-			t.Fatalf("create BENCH_OUT file: %v", err)
+			t.Fatalf("open BENCH_OUT file: %v", err)
 		}
 		t.Cleanup(func() { f.Close() })
 		out = io.MultiWriter(os.Stdout, f)
