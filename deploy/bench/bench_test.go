@@ -409,6 +409,8 @@ func (h *harness) introspectArgs(auth *systemtest.Service) ([]string, string) {
 	// The name of the flag with the auth-service gRPC address is not fixed
 	// yet, so take the first flag that mentions introspection and an
 	// address.
+	// NOTE: this path has never run, because todo-service had no
+	// -token-check flag when the harness was written.
 	names := make([]string, 0, len(flags))
 	for name := range flags {
 		names = append(names, name)
@@ -540,10 +542,10 @@ func (h *harness) measureLoginMemory(ctx context.Context) loginMemory {
 	return m
 }
 
-// scaleStep compares GetTodo and ListTodos latency of one user with 1,000
-// todos in the table (100 of them the user's, 900 spread over 9 other
-// users) and with 1,000,000 (the same 100, 999,900 over 9,999 others), on a
-// database of its own.
+// scaleStep compares one user's GetTodo and ListTodos latency at two table
+// sizes, on a database of its own. The small table has 1,000 todos: 100 of
+// the user's and 900 of 9 other users. The large one adds 999,000 todos, so
+// 1,000,000 over 10,000 users.
 func (h *harness) scaleStep(ctx context.Context, auth *systemtest.Service, reader Account) {
 	t := h.t
 	const (

@@ -363,10 +363,10 @@ type healthSample struct {
 }
 
 // TestSIGTERMDrainsInFlight sends SIGTERM to todo-service under a load of
-// slow ListTodos calls (pages of 1000) and checks that the overall health
-// service turned NOT_SERVING before the server stopped responding, that
-// every call started before the signal completed with OK, and that the
-// process exited within its shutdown timeout.
+// slow ListTodos calls (pages of 1000). It checks that the overall health
+// service returned NOT_SERVING before the server stopped responding, and
+// that every call started before the signal completed with OK. The process
+// must exit within its shutdown timeout.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
 	const (
 		workers         = 16
