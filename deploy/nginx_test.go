@@ -280,8 +280,14 @@ func startNginxAs(t *testing.T, credential *syscall.Credential, nginxPath, authA
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nginx: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once the process has exited, with its result in
+	// waitErr, so both the start-up wait and the cleanup can watch it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		// SIGTERM is nginx's fast shutdown.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -307,8 +313,8 @@ func startNginxAs(t *testing.T, credential *syscall.Credential, nginxPath, authA
 			return gateway
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("nginx exited before it accepted connections: %v\n%s", err, output.String())
+		case <-exited:
+			t.Fatalf("nginx exited before it accepted connections: %v", waitErr)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
