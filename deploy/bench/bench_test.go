@@ -490,11 +490,9 @@ func mib(b int64) float64 {
 // The factor is an estimate, not a guarantee of the Go runtime. Without the
 // limit, 200 hashes would need 3.7 GiB.
 func (h *harness) measureLoginMemory(ctx context.Context) loginMemory {
-	// NOTE: this step runs auth-service on SQLite. On PostgreSQL its
-	// connection pool has no limit, so 200 concurrent logins open about 200
-	// connections and fail with "too many clients" on a server with the
-	// default max_connections of 100.
-	auth := systemtest.StartAuth(h.t, "-max-concurrent-hashes", fmt.Sprint(maxConcurrentHashes), "-log-level", "warn")
+	// A separate auth-service on its own database, so that VmHWM covers
+	// only start-up and this load.
+	auth := h.startAuth(CreateDatabase(h.t, h.serverURL, "memory"))
 	client := authv1.NewAuthServiceClient(systemtest.Dial(h.t, auth.GRPCAddr))
 	a := signUp(ctx, h.t, client, "memory@bench.example.com")
 
