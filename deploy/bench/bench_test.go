@@ -61,7 +61,7 @@ const (
 	maxRunTime = 15 * time.Minute
 
 	// argon2MemoryBytes is the memory of one argon2id hash at the
-	// auth-service parameters (19 MiB, OWASP's recommendation).
+	// auth-service parameters (19456 KiB in password.DefaultParams).
 	argon2MemoryBytes = 19 << 20
 	// maxConcurrentHashes is the -max-concurrent-hashes the harness
 	// passes to auth-service, equal to its default.
