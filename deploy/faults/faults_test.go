@@ -144,11 +144,13 @@ func TestPostgresRestartDuringWrites(t *testing.T) {
 		stop    atomic.Bool
 		wg      sync.WaitGroup
 	)
-	maxCreates := scaled(20000) // a bound in case the phases below run long
+	// The phases below, not the count, end the load. The count only bounds
+	// it in case they run long, so the short form keeps it.
+	const maxCreates = 100000
 	var issued atomic.Int64
 	for w := range workers {
 		wg.Go(func() {
-			for i := 0; !stop.Load() && issued.Add(1) <= int64(maxCreates); i++ {
+			for i := 0; !stop.Load() && issued.Add(1) <= maxCreates; i++ {
 				callCtx, cancel := context.WithTimeout(ctx, rpcTimeout)
 				start := time.Now()
 				resp, err := todoClient.CreateTodo(withToken(callCtx, token), &todov1.CreateTodoRequest{
@@ -364,9 +366,10 @@ type healthSample struct {
 
 // TestSIGTERMDrainsInFlight sends SIGTERM to todo-service under a load of
 // slow ListTodos calls (pages of 1000). It checks that the overall health
-// service returned NOT_SERVING before the server stopped responding, and
-// that every call started before the signal completed with OK. The process
-// must exit within its shutdown timeout.
+// service returned NOT_SERVING, both to a Watch stream and to a client
+// polling Check, before the server stopped responding, and that every call
+// started before the signal completed with OK. The process must exit within
+// its shutdown timeout.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
 	const (
 		workers         = 16
@@ -394,7 +397,8 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		stop   atomic.Bool
 		wg     sync.WaitGroup
 	)
-	maxCalls := int64(scaled(100000)) // a bound in case the phases below run long
+	// The signal, not the count, ends the load. The count only bounds it.
+	const maxCalls = 200000
 	var issued atomic.Int64
 	for range workers {
 		wg.Go(func() {
@@ -432,6 +436,36 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		}
 	}()
 
+	// A Watch stream receives the status change as the server makes it,
+	// so it shows the order on the server side even when no poll lands
+	// in the window. It ends the stream at NOT_SERVING, as a client should,
+	// because an open stream would hold the drain until the timeout.
+	watchCtx, watchCancel := context.WithCancel(ctx)
+	defer watchCancel()
+	watch, err := health.Watch(watchCtx, &healthpb.HealthCheckRequest{Service: ""})
+	if err != nil {
+		t.Fatalf("Watch health \"\": %v", err)
+	}
+	if first, err := watch.Recv(); err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch health \"\" first status = %v, %v; want SERVING", first.GetStatus(), err)
+	}
+	var watchNotServing time.Time
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			resp, err := watch.Recv()
+			if err != nil {
+				return
+			}
+			if resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+				watchNotServing = time.Now()
+				watchCancel()
+				return
+			}
+		}
+	}()
+
 	time.Sleep(time.Second)
 	signalTime := time.Now()
 	todo.Stop(t)
@@ -440,6 +474,13 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	pollStop.Store(true)
 	wg.Wait()
 	<-pollDone
+	<-watchDone
+
+	if watchNotServing.IsZero() {
+		t.Errorf("Watch on health \"\" never received NOT_SERVING before the server closed it")
+	} else {
+		t.Logf("Watch on health \"\" received NOT_SERVING %s after SIGTERM", watchNotServing.Sub(signalTime))
+	}
 
 	t.Logf("todo-service exited %s after SIGTERM", exited.Round(time.Millisecond))
 	if exited > shutdownTimeout+exitMargin {
