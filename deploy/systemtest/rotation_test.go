@@ -40,7 +40,7 @@ var fastJWKSArgs = []string{
 // TestRotationWithTwoReplicas runs two auth-service replicas on one
 // PostgreSQL database and the real todo-service, and checks that a client
 // that keeps refreshing through both replicas and calling todo-service
-// across at least two key rotations never sees a failure.
+// across at least two key rotations gets no error.
 func TestRotationWithTwoReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes about a minute; skipped in -short mode")

@@ -24,8 +24,7 @@ import (
 )
 
 // startTimeout bounds how long a service may take to report "readiness" as
-// SERVING. Building nothing, it is dominated by migrations and, for
-// auth-service, by generating the first RSA key.
+// SERVING: migrations and, for auth-service, generating the first RSA key.
 const startTimeout = 60 * time.Second
 
 // stopTimeout bounds how long a service may take to exit after SIGTERM.
