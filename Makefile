@@ -16,7 +16,7 @@ KUSTOMIZE_VERSION := v5.8.1
 MODULES := proto auth-service todo-service deploy
 GO_PACKAGES := ./proto/... ./auth-service/... ./todo-service/... ./deploy/...
 
-.PHONY: all build run test fuzz proto lint validate tools clean
+.PHONY: all build run test fuzz proto lint validate bench soak faults images tools clean
 
 all: build
 
@@ -69,6 +69,27 @@ fuzz:
 ## validate: render each Kubernetes overlay and check it against the schemas.
 validate: $(BIN)/kustomize $(BIN)/kubeconform
 	./deploy/validate.sh
+
+## bench: load, scale and memory runs against the real binaries on
+## PostgreSQL (TEST_DATABASE_URL); prints the tables BENCHMARKS.md records.
+bench: $(BIN)/ghz
+	go test -tags bench -run TestBench -v -count=1 -timeout 60m ./deploy/bench
+
+## soak: ten minutes at half the measured capacity (not run by CI).
+soak: $(BIN)/ghz
+	go test -tags bench -run TestSoak -v -count=1 -timeout 30m ./deploy/bench
+
+## faults: PostgreSQL restart, auth-service kill and SIGTERM under load.
+## FAULTS_SHORT=1 runs the shorter form that CI uses.
+faults:
+	go test -tags faults -v -count=1 -timeout 15m ./deploy/faults
+
+## images: build both service images (needs a Docker engine).
+IMAGE_REGISTRY ?= registry.example.com/todoapp
+IMAGE_TAG ?= dev
+images:
+	docker build -f auth-service/Dockerfile -t $(IMAGE_REGISTRY)/auth-service:$(IMAGE_TAG) .
+	docker build -f todo-service/Dockerfile -t $(IMAGE_REGISTRY)/todo-service:$(IMAGE_TAG) .
 
 ## lint: gofmt, go vet and buf lint.
 lint: $(BIN)/buf
