@@ -24,6 +24,21 @@ import (
 // underscores: -grpc-addr is TODO_GRPC_ADDR.
 const EnvPrefix = "TODO_"
 
+// Values of -token-check.
+const (
+	// TokenCheckOffline verifies each token's signature with the public
+	// keys of the JWKS cache, without calling the auth service.
+	TokenCheckOffline = "offline"
+	// TokenCheckIntrospect sends each token to the auth service's
+	// IntrospectToken method.
+	TokenCheckIntrospect = "introspect"
+)
+
+// maxIntrospectTimeout is the upper bound of -introspect-timeout, because
+// a slow auth service holds up every authenticated RPC for up to the
+// timeout.
+const maxIntrospectTimeout = time.Minute
+
 // Config holds every setting of the service.
 type Config struct {
 	GRPCAddr string
@@ -43,6 +58,20 @@ type Config struct {
 	LogFormat        string
 	LogLevel         slog.Level
 	JWKS             jwks.Config
+
+	// TokenCheck is TokenCheckOffline or TokenCheckIntrospect.
+	TokenCheck string
+	// IntrospectAddr is the host:port of the auth service's gRPC listener,
+	// used in introspect mode only.
+	IntrospectAddr string
+	// IntrospectTimeout bounds one IntrospectToken call, and the readiness
+	// check of the auth service, in introspect mode.
+	IntrospectTimeout time.Duration
+	// TokenCacheSize is the maximum number of verified tokens cached in
+	// offline mode. Zero disables the cache. Introspect mode ignores it,
+	// because a cached token would stay accepted after its session was
+	// revoked.
+	TokenCacheSize int
 }
 
 // Default returns the settings used when no flag or environment variable
@@ -60,6 +89,11 @@ func Default() Config {
 		LogFormat:        "json",
 		LogLevel:         slog.LevelInfo,
 		JWKS:             jwks.DefaultConfig(),
+
+		TokenCheck:        TokenCheckOffline,
+		IntrospectAddr:    "127.0.0.1:50051",
+		IntrospectTimeout: 2 * time.Second,
+		TokenCacheSize:    10000,
 	}
 	cfg.JWKS.URL = "http://127.0.0.1:8081/.well-known/jwks.json"
 	return cfg
@@ -105,6 +139,15 @@ func Parse(name string, args []string, getenv func(string) string, output io.Wri
 	fs.DurationVar(&cfg.JWKS.FetchTimeout, "jwks-fetch-timeout", cfg.JWKS.FetchTimeout, "timeout of one JWKS fetch")
 	fs.Int64Var(&cfg.JWKS.MaxBodyBytes, "jwks-max-body-bytes", cfg.JWKS.MaxBodyBytes,
 		"maximum size of a JWKS response body in bytes")
+
+	fs.StringVar(&cfg.TokenCheck, "token-check", cfg.TokenCheck,
+		"how access tokens are checked: offline (signature against the JWKS keys) or introspect (one call to the auth service per request)")
+	fs.StringVar(&cfg.IntrospectAddr, "introspect-addr", cfg.IntrospectAddr,
+		"host:port of the auth service's gRPC listener; used with -token-check introspect")
+	fs.DurationVar(&cfg.IntrospectTimeout, "introspect-timeout", cfg.IntrospectTimeout,
+		"timeout of one IntrospectToken call; used with -token-check introspect")
+	fs.IntVar(&cfg.TokenCacheSize, "token-cache-size", cfg.TokenCacheSize,
+		"maximum number of verified tokens cached with -token-check offline; 0 disables the cache, and introspect mode ignores it")
 
 	fs.Usage = func() {
 		fmt.Fprintf(output, "Usage: %s [flags]\n\nEvery flag can also be set by an environment variable, "+
@@ -213,12 +256,40 @@ func (c Config) Validate() error {
 		add("invalid -log-format %q: must be json or text", c.LogFormat)
 	}
 
+	c.validateTokenCheck(add)
+
 	// jwks.Config.Validate names the settings in words, not flags.
 	if err := c.JWKS.Validate(); err != nil {
 		add("%w (set by the -jwks-* flags)", err)
 	}
 
 	return errors.Join(errs...)
+}
+
+// validateTokenCheck checks the settings of the token check mode. The
+// introspect settings are checked only in introspect mode, which is the
+// only mode that uses them.
+func (c Config) validateTokenCheck(add func(format string, args ...any)) {
+	switch c.TokenCheck {
+	case TokenCheckOffline, TokenCheckIntrospect:
+	default:
+		add("invalid -token-check %q: must be %s or %s", c.TokenCheck, TokenCheckOffline, TokenCheckIntrospect)
+	}
+	if c.TokenCacheSize < 0 {
+		add("invalid -token-cache-size %d: must be 0 (no cache) or more", c.TokenCacheSize)
+	}
+	if c.TokenCheck != TokenCheckIntrospect {
+		return
+	}
+
+	if c.IntrospectAddr == "" {
+		add("-introspect-addr is empty: -token-check introspect needs the auth service's gRPC address")
+	} else if err := checkDialAddr(c.IntrospectAddr); err != nil {
+		add("invalid -introspect-addr %q: %w", c.IntrospectAddr, err)
+	}
+	if c.IntrospectTimeout <= 0 || c.IntrospectTimeout > maxIntrospectTimeout {
+		add("invalid -introspect-timeout %s: must be greater than 0 and at most %s", c.IntrospectTimeout, maxIntrospectTimeout)
+	}
 }
 
 // LogAttrs returns the effective settings for the start-up log line. The
@@ -249,6 +320,10 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.Duration("jwks_max_stale_age", c.JWKS.MaxStaleAge),
 		slog.Duration("jwks_fetch_timeout", c.JWKS.FetchTimeout),
 		slog.Int64("jwks_max_body_bytes", c.JWKS.MaxBodyBytes),
+		slog.String("token_check", c.TokenCheck),
+		slog.String("introspect_addr", c.IntrospectAddr),
+		slog.Duration("introspect_timeout", c.IntrospectTimeout),
+		slog.Int("token_cache_size", c.TokenCacheSize),
 	}
 }
 
@@ -259,6 +334,19 @@ func checkListenAddr(addr string) error {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+// checkDialAddr checks an address that the service connects to: a host
+// and a port from 1 to 65535.
+func checkDialAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return errors.New("must be host:port, for example 127.0.0.1:50051")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("port must be a number from 1 to 65535")
 	}
 	return nil
 }

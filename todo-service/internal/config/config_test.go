@@ -58,6 +58,10 @@ func TestDefaults(t *testing.T) {
 			FetchTimeout:       5 * time.Second,
 			MaxBodyBytes:       1 << 20,
 		},
+		TokenCheck:        "offline",
+		IntrospectAddr:    "127.0.0.1:50051",
+		IntrospectTimeout: 2 * time.Second,
+		TokenCacheSize:    10000,
 	}
 	if diff := cmp.Diff(want, got, ignoreFuncs); diff != "" {
 		t.Errorf("Parse defaults mismatch (-want +got):\n%s", diff)
@@ -92,6 +96,10 @@ var everySetting = []struct {
 	{"jwks-max-stale-age", "12h"},
 	{"jwks-fetch-timeout", "3s"},
 	{"jwks-max-body-bytes", "65536"},
+	{"token-check", "introspect"},
+	{"introspect-addr", "auth-service:50051"},
+	{"introspect-timeout", "750ms"},
+	{"token-cache-size", "500"},
 }
 
 var everySettingWant = config.Config{
@@ -116,6 +124,10 @@ var everySettingWant = config.Config{
 		FetchTimeout:       3 * time.Second,
 		MaxBodyBytes:       65536,
 	},
+	TokenCheck:        "introspect",
+	IntrospectAddr:    "auth-service:50051",
+	IntrospectTimeout: 750 * time.Millisecond,
+	TokenCacheSize:    500,
 }
 
 func TestEveryFlag(t *testing.T) {
@@ -177,6 +189,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration env", nil, map[string]string{"TODO_CLOCK_SKEW": "soon"}, "TODO_CLOCK_SKEW"},
 		{"bad level env", nil, map[string]string{"TODO_LOG_LEVEL": "loud"}, "TODO_LOG_LEVEL"},
 		{"bad size env", nil, map[string]string{"TODO_JWKS_MAX_BODY_BYTES": "1MB"}, "TODO_JWKS_MAX_BODY_BYTES"},
+		{"bad cache size env", nil, map[string]string{"TODO_TOKEN_CACHE_SIZE": "10k"}, "TODO_TOKEN_CACHE_SIZE"},
+		{"bad introspect timeout flag", []string{"-introspect-timeout", "2"}, nil, "introspect-timeout"},
 		{"unknown flag", []string{"-grpc-port", "1"}, nil, "grpc-port"},
 		{"stray argument", []string{"extra"}, nil, "extra"},
 	}
@@ -196,7 +210,7 @@ func TestParseHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("Parse(-h) error = %v, want flag.ErrHelp", err)
 	}
-	for _, want := range []string{"-jwks-max-stale-age", "TODO_GRPC_ADDR"} {
+	for _, want := range []string{"-jwks-max-stale-age", "TODO_GRPC_ADDR", "-token-check", "-introspect-addr", "-token-cache-size"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage text does not mention %q:\n%s", want, out.String())
 		}
@@ -262,6 +276,41 @@ func TestValidateRejects(t *testing.T) {
 		{"jwks url scheme", func(c *config.Config) { c.JWKS.URL = "file:///etc/passwd" }, "jwks"},
 		{"jwks intervals", func(c *config.Config) { c.JWKS.MaxRefreshInterval = time.Second }, "jwks"},
 		{"jwks body", func(c *config.Config) { c.JWKS.MaxBodyBytes = 0 }, "jwks"},
+		{"unknown token check", func(c *config.Config) { c.TokenCheck = "session" }, "-token-check"},
+		{"upper-case token check", func(c *config.Config) { c.TokenCheck = "Offline" }, "-token-check"},
+		{"negative cache size", func(c *config.Config) { c.TokenCacheSize = -1 }, "-token-cache-size"},
+		{"negative cache size in introspect mode", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.TokenCacheSize = -1
+		}, "-token-cache-size"},
+		{"introspect without addr", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = ""
+		}, "-introspect-addr"},
+		{"introspect addr without port", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = "auth-service"
+		}, "-introspect-addr"},
+		{"introspect addr without host", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = ":50051"
+		}, "-introspect-addr"},
+		{"introspect addr port 0", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = "127.0.0.1:0"
+		}, "-introspect-addr"},
+		{"introspect addr with scheme", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = "dns:///auth-service:50051"
+		}, "-introspect-addr"},
+		{"zero introspect timeout", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectTimeout = 0
+		}, "-introspect-timeout"},
+		{"huge introspect timeout", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectTimeout = 2 * time.Minute
+		}, "-introspect-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,6 +319,37 @@ func TestValidateRejects(t *testing.T) {
 			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Validate() = %v, want an error naming %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*config.Config)
+	}{
+		{"offline without cache", func(c *config.Config) { c.TokenCacheSize = 0 }},
+		{"offline ignores introspect settings", func(c *config.Config) {
+			c.IntrospectAddr = ""
+			c.IntrospectTimeout = 0
+		}},
+		{"introspect with defaults", func(c *config.Config) { c.TokenCheck = config.TokenCheckIntrospect }},
+		{"introspect ignores cache size", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.TokenCacheSize = 123456
+		}},
+		{"introspect at IPv6 loopback", func(c *config.Config) {
+			c.TokenCheck = config.TokenCheckIntrospect
+			c.IntrospectAddr = "[::1]:50051"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			tt.change(&cfg)
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("Validate() = %v, want nil", err)
 			}
 		})
 	}
@@ -311,5 +391,10 @@ func TestLogAttrsRedactPassword(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "jwks_max_stale_age=24h0m0s") {
 		t.Errorf("settings log line lacks the JWKS settings:\n%s", out.String())
+	}
+	for _, want := range []string{"token_check=offline", "introspect_addr=127.0.0.1:50051", "introspect_timeout=2s", "token_cache_size=10000"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("settings log line lacks %s:\n%s", want, out.String())
+		}
 	}
 }
