@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"example.com/todoapp/proto/accesstoken"
 	"example.com/todoapp/todo-service/internal/config"
 	"example.com/todoapp/todo-service/internal/grpcserver"
 	"example.com/todoapp/todo-service/internal/jwks"
@@ -24,8 +24,10 @@ import (
 )
 
 // ReadinessService is the health service name that is SERVING only while
-// the database responds and a usable key set is loaded. The overall
-// service "" is SERVING from start until shutdown.
+// the database responds and the token check can work: in offline mode a
+// usable key set is loaded, and in introspect mode the auth service
+// reports itself ready. The overall service "" is SERVING from start
+// until shutdown.
 const ReadinessService = "readiness"
 
 const (
@@ -41,7 +43,8 @@ type Server struct {
 	cfg      config.Config
 	logger   *slog.Logger
 	store    *store.Store
-	keys     *jwks.Cache
+	keys     *jwks.Cache      // offline mode only, nil in introspect mode
+	authConn *grpc.ClientConn // introspect mode only, nil in offline mode
 	health   *health.Server
 	grpc     *grpcserver.Server
 	http     *http.Server
@@ -50,8 +53,8 @@ type Server struct {
 	registry *prometheus.Registry
 }
 
-// New opens the store, applies the migrations, creates the JWKS cache and
-// the servers, and binds both listeners. Nothing is served until Run. On
+// New opens the store, applies the migrations, creates the token verifier
+// of the configured mode and the servers, and binds both listeners. Nothing is served until Run. On
 // error, everything opened so far is closed.
 func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer()}
@@ -78,19 +81,9 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	s.keys, err = jwks.New(cfg.JWKS, s.store, logger.With("component", "jwks"), s.registry)
+	verifier, err := s.newTokenVerifier(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("create JWKS cache: %w", err)
-	}
-	verifier, err := accesstoken.NewVerifier(accesstoken.VerifierConfig{
-		Issuer:      cfg.Issuer,
-		Audiences:   []string{cfg.Audience},
-		ClockSkew:   cfg.ClockSkew,
-		MaxLifetime: cfg.MaxTokenLifetime,
-		Keys:        s.keys,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create token verifier: %w", err)
+		return nil, err
 	}
 
 	s.grpc, err = grpcserver.New(grpcserver.Options{
@@ -141,12 +134,15 @@ func (s *Server) HTTPAddr() string {
 
 // Run serves until ctx is done or a listener fails, then shuts down: health
 // turns NOT_SERVING, in-flight RPCs get the shutdown timeout to finish
-// before they are cancelled, and the cache and the store close. It returns
-// nil after a shutdown caused by ctx.
+// before they are cancelled, and the key cache or the auth-service
+// connection and the store close. It returns nil after a shutdown caused
+// by ctx.
 func (s *Server) Run(ctx context.Context) error {
 	// The cache outlives ctx so that RPCs still draining can verify
 	// tokens. shutdown closes it.
-	s.keys.Start(context.WithoutCancel(ctx))
+	if s.keys != nil {
+		s.keys.Start(context.WithoutCancel(ctx))
+	}
 
 	readinessCtx, stopReadiness := context.WithCancel(context.WithoutCancel(ctx))
 	var readinessDone sync.WaitGroup
@@ -181,7 +177,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // shutdown stops the servers within the shutdown timeout and closes the
-// cache and the store.
+// key cache or the auth-service connection, and the store.
 func (s *Server) shutdown() {
 	// Shutdown turns every health service NOT_SERVING and keeps it so,
 	// so load balancers stop sending new calls.
@@ -222,6 +218,7 @@ func (s *Server) closeAll() {
 	if s.keys != nil {
 		s.keys.Close()
 	}
+	s.closeAuthConn()
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
 			s.logger.Warn("closing the store failed", "err", err)
@@ -241,9 +238,9 @@ func (s *Server) watchReadiness(ctx context.Context) {
 	ticker := time.NewTicker(readinessInterval)
 	defer ticker.Stop()
 
-	// Right after start the first JWKS fetch is usually still running, so
-	// the first "not ready" is logged at info level, and later ones at
-	// warn level.
+	// Right after start the first JWKS fetch or the first connection to
+	// the auth service is usually still in progress, so the first "not
+	// ready" is logged at info level, and later ones at warn level.
 	ready, level := false, slog.LevelInfo
 	for first := true; ; first = false {
 		now, reason := s.checkReadiness(ctx)
@@ -265,16 +262,22 @@ func (s *Server) watchReadiness(ctx context.Context) {
 	}
 }
 
-// checkReadiness reports whether the database responds and a usable key
-// set is loaded, and why not.
+// checkReadiness reports whether the database responds and the token
+// check can work, and why not. In offline mode that needs a usable key
+// set, and in introspect mode an auth service that reports itself ready.
 func (s *Server) checkReadiness(ctx context.Context) (bool, string) {
 	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	if err := s.store.Ping(pingCtx); err != nil {
 		return false, "database ping failed: " + err.Error()
 	}
-	if !s.keys.Ready() {
+	if s.keys != nil && !s.keys.Ready() {
 		return false, "no usable JWKS key set loaded"
+	}
+	if s.authConn != nil {
+		if reason := s.checkAuthService(ctx); reason != "" {
+			return false, reason
+		}
 	}
 	return true, ""
 }
