@@ -163,9 +163,9 @@ func (s *introspectServer) IntrospectToken(_ context.Context, req *authv1.Intros
 }
 
 // TestIntrospectMode runs the service with -token-check introspect against
-// an auth service on loopback: the token is accepted while the auth service
-// reports it active, rejected at once when it no longer does, and calls get
-// UNAVAILABLE once the auth service is gone. No JWKS fetch may happen.
+// an auth service on loopback. The token is accepted while the auth service
+// reports it active and rejected at once when it no longer does. Calls get
+// UNAVAILABLE once the auth service is gone, and no JWKS fetch happens.
 func TestIntrospectMode(t *testing.T) {
 	js := startJWKS(t)
 	auth := startIntrospectServer(t)
