@@ -3,12 +3,16 @@ package keys
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // KEKSize is the length in bytes of the key-encryption key (AES-256).
@@ -18,6 +22,28 @@ const KEKSize = 32
 // because the key-encryption key differs from the one that sealed it or the
 // stored bytes were changed.
 var ErrDecrypt = errors.New("decrypt signing key: wrong key-encryption key or corrupted data")
+
+// kekIDLabel is the message that KEKID authenticates with the KEK.
+const kekIDLabel = "todoapp auth-service key-encryption key id"
+
+// KEKID returns a short public name for a key-encryption key: the first 6
+// bytes of HMAC-SHA256 keyed with the KEK over a fixed label, in hex. It
+// tells operators which KEK sealed a stored key without revealing the KEK,
+// because the HMAC output gives no way back to its key.
+func KEKID(kek []byte) string {
+	mac := hmac.New(sha256.New, kek)
+	mac.Write([]byte(kekIDLabel))
+	return hex.EncodeToString(mac.Sum(nil)[:6])
+}
+
+// kekIDs returns the KEKID of each key-encryption key, for messages.
+func kekIDs(keks [][]byte) string {
+	ids := make([]string, len(keks))
+	for i, kek := range keks {
+		ids[i] = KEKID(kek)
+	}
+	return strings.Join(ids, ", ")
+}
 
 // newKeyID returns 128 random bits in unpadded base64url, so the kid is
 // unguessable and safe in URLs and JOSE headers.
@@ -87,6 +113,22 @@ func open(kek []byte, kid string, box []byte) ([]byte, error) {
 	return plaintext, nil
 }
 
+// openAny opens box with the first of keks that opens it and returns the
+// plaintext and the index of that KEK. When none opens it, the error wraps
+// ErrDecrypt and names the ids of the KEKs tried.
+func openAny(keks [][]byte, kid string, box []byte) ([]byte, int, error) {
+	for i, kek := range keks {
+		plaintext, err := open(kek, kid, box)
+		if err == nil {
+			return plaintext, i, nil
+		}
+		if !errors.Is(err, ErrDecrypt) {
+			return nil, -1, err
+		}
+	}
+	return nil, -1, fmt.Errorf("key %s: %w (tried key-encryption key ids %s)", kid, ErrDecrypt, kekIDs(keks))
+}
+
 func newAEAD(kek []byte) (cipher.AEAD, error) {
 	if len(kek) != KEKSize {
 		return nil, fmt.Errorf("invalid key-encryption key: has %d bytes, must have %d", len(kek), KEKSize)
@@ -98,14 +140,25 @@ func newAEAD(kek []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// openPrivateKey decrypts a sealed private key and checks that it belongs
-// to the stored public key, so a row whose columns were mixed up never
-// signs tokens that its published key cannot verify.
-func openPrivateKey(kek []byte, kid string, box []byte, public *rsa.PublicKey) (*rsa.PrivateKey, error) {
-	der, err := open(kek, kid, box)
+// openPrivateKey decrypts a sealed private key with the first of keks that
+// opens it and checks that it belongs to the stored public key, so a row
+// whose columns were mixed up never signs tokens that its published key
+// cannot verify. It also returns the index of the KEK that opened it.
+func openPrivateKey(keks [][]byte, kid string, box []byte, public *rsa.PublicKey) (*rsa.PrivateKey, int, error) {
+	der, index, err := openAny(keks, kid, box)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
+	key, err := parsePrivateKey(kid, der, public)
+	if err != nil {
+		return nil, -1, err
+	}
+	return key, index, nil
+}
+
+// parsePrivateKey parses a PKCS #8 RSA private key and checks that it
+// belongs to public.
+func parsePrivateKey(kid string, der []byte, public *rsa.PublicKey) (*rsa.PrivateKey, error) {
 	parsed, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("key %s: parse private key: %w", kid, err)

@@ -84,9 +84,12 @@ func TestSealKeyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parsePublicKey() = %v", err)
 	}
-	got, err := openPrivateKey(kek, sealed.id, sealed.privateBox, public)
+	got, index, err := openPrivateKey([][]byte{kek}, sealed.id, sealed.privateBox, public)
 	if err != nil {
 		t.Fatalf("openPrivateKey() = %v", err)
+	}
+	if index != 0 {
+		t.Errorf("openPrivateKey() KEK index = %d, want 0", index)
 	}
 	if !got.Equal(key) {
 		t.Error("openPrivateKey() returned a different key")
@@ -94,7 +97,7 @@ func TestSealKeyRoundTrip(t *testing.T) {
 
 	wrongKEK := testKEK()
 	wrongKEK[0] ^= 1
-	if _, err := openPrivateKey(wrongKEK, sealed.id, sealed.privateBox, public); !errors.Is(err, ErrDecrypt) {
+	if _, _, err := openPrivateKey([][]byte{wrongKEK}, sealed.id, sealed.privateBox, public); !errors.Is(err, ErrDecrypt) {
 		t.Errorf("openPrivateKey() with the wrong KEK = %v, want ErrDecrypt", err)
 	}
 
@@ -105,7 +108,7 @@ func TestSealKeyRoundTrip(t *testing.T) {
 	if other.Equal(key) {
 		t.Skip("key pool returned the same key twice")
 	}
-	if _, err := openPrivateKey(kek, sealed.id, sealed.privateBox, &other.PublicKey); err == nil {
+	if _, _, err := openPrivateKey([][]byte{kek}, sealed.id, sealed.privateBox, &other.PublicKey); err == nil {
 		t.Error("openPrivateKey() with another public key = nil, want a mismatch error")
 	}
 }

@@ -124,3 +124,10 @@ func execOne(ctx context.Context, tx *sqlx.Tx, what, query string, args ...any) 
 	}
 	return nil
 }
+
+// replacePrivateKey stores a re-sealed private key in place of the old one.
+func replacePrivateKey(ctx context.Context, tx *sqlx.Tx, kid string, box []byte) error {
+	return execOne(ctx, tx, "store re-sealed private key of signing key "+kid, `
+		UPDATE signing_keys SET private_key = ?
+		WHERE kid = ? AND private_key IS NOT NULL`, box, kid)
+}

@@ -118,8 +118,9 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // applyDue performs every transition that is due at now, in lifecycle
-// order, inside tx. The caller holds the transition lock.
-func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord, now time.Time) ([]transition, error) {
+// order, inside tx, and seals the keys it creates under sealKEK. The caller
+// holds the transition lock.
+func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord, now time.Time, sealKEK []byte) ([]transition, error) {
 	current, next, retired := classify(records)
 	nowUS := micros(now)
 	var done []transition
@@ -139,7 +140,7 @@ func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord
 			next.State, next.ActivateTime = StateCurrent, activate
 			current, next = next, nil
 		} else {
-			created, err := m.createKey(ctx, tx, StateCurrent, nowUS, nowUS)
+			created, err := m.createKey(ctx, tx, sealKEK, StateCurrent, nowUS, nowUS)
 			if err != nil {
 				return nil, err
 			}
@@ -173,7 +174,7 @@ func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord
 		// before it has been published for the whole lead.
 		activate := max(micros(fromMicros(current.ActivateTime).Add(m.cfg.RotationPeriod)),
 			micros(now.Add(m.cfg.PublishLead)))
-		created, err := m.createKey(ctx, tx, StateNext, nowUS, activate)
+		created, err := m.createKey(ctx, tx, sealKEK, StateNext, nowUS, activate)
 		if err != nil {
 			return nil, err
 		}
@@ -192,8 +193,8 @@ func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord
 	return done, nil
 }
 
-// applyRotate starts a rotation at now inside tx. The caller holds the
-// transition lock.
+// applyRotate starts a rotation at now inside tx, and seals the keys it
+// creates under sealKEK. The caller holds the transition lock.
 //
 // Without dropCurrent the next key signs as soon as it has been published
 // for the publish lead. An existing next key that was published long
@@ -203,7 +204,7 @@ func (m *Manager) applyDue(ctx context.Context, tx *sqlx.Tx, records []keyRecord
 // leave the JWKS at once and the tokens they signed fail, and a fresh key
 // signs from now on. The next key goes too because it was stored beside
 // the compromised one. Retired keys stay.
-func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRecord, now time.Time, dropCurrent bool) ([]transition, error) {
+func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRecord, now time.Time, dropCurrent bool, sealKEK []byte) ([]transition, error) {
 	current, next, _ := classify(records)
 	nowUS := micros(now)
 	var done []transition
@@ -218,7 +219,7 @@ func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRec
 			}
 			done = append(done, transition{transitionDrop, r.ID})
 		}
-		created, err := m.createKey(ctx, tx, StateCurrent, nowUS, nowUS)
+		created, err := m.createKey(ctx, tx, sealKEK, StateCurrent, nowUS, nowUS)
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +238,7 @@ func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRec
 		}
 	case current != nil:
 		activate := micros(now.Add(m.cfg.PublishLead))
-		created, err := m.createKey(ctx, tx, StateNext, nowUS, activate)
+		created, err := m.createKey(ctx, tx, sealKEK, StateNext, nowUS, activate)
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +246,7 @@ func (m *Manager) applyRotate(ctx context.Context, tx *sqlx.Tx, records []keyRec
 		done = append(done, transition{transitionCreateNext, created.ID})
 	}
 
-	due, err := m.applyDue(ctx, tx, records, now)
+	due, err := m.applyDue(ctx, tx, records, now, sealKEK)
 	if err != nil {
 		return nil, err
 	}
@@ -295,13 +296,13 @@ func (m *Manager) takeKey() (*rsa.PrivateKey, error) {
 	return m.generateKey(m.cfg.KeyBits)
 }
 
-// createKey stores a key sealed and returns its row.
-func (m *Manager) createKey(ctx context.Context, tx *sqlx.Tx, state State, createTime, activateTime int64) (keyRecord, error) {
+// createKey stores a key sealed under sealKEK and returns its row.
+func (m *Manager) createKey(ctx context.Context, tx *sqlx.Tx, sealKEK []byte, state State, createTime, activateTime int64) (keyRecord, error) {
 	key, err := m.takeKey()
 	if err != nil {
 		return keyRecord{}, err
 	}
-	sealed, err := sealKey(m.kek, newKeyID(), key)
+	sealed, err := sealKey(sealKEK, newKeyID(), key)
 	if err != nil {
 		return keyRecord{}, err
 	}
@@ -321,23 +322,48 @@ func (m *Manager) createKey(ctx context.Context, tx *sqlx.Tx, state State, creat
 	return r, nil
 }
 
-// checkKEK returns an error wrapping ErrDecrypt unless every stored
-// private key opens under the manager's key-encryption key.
-func (m *Manager) checkKEK(records []keyRecord) error {
+// sealingKEK returns the key-encryption key that seals the keys created in
+// a transaction over records. It is the first configured KEK that opens
+// every stored private key. So while the stored keys are still sealed
+// under a previous KEK, new keys are sealed under it too, and replicas that
+// have only that KEK keep loading every key. When no private key is stored,
+// or no single KEK opens them all, it is the primary KEK.
+//
+// The error wraps ErrDecrypt when a stored private key opens under none of
+// the configured KEKs. A replica or operator command with the wrong KEK
+// must not add keys that the other replicas cannot open.
+func (m *Manager) sealingKEK(records []keyRecord) ([]byte, error) {
+	opens := make([]int, len(m.keks)) // stored private keys each KEK opens
+	sealed := 0
 	for _, r := range records {
 		if r.PrivateKey == nil {
 			continue
 		}
-		if _, err := open(m.kek, r.ID, r.PrivateKey); err != nil {
-			return err
+		sealed++
+		opened := false
+		for i, kek := range m.keks {
+			if _, err := open(kek, r.ID, r.PrivateKey); err == nil {
+				opens[i]++
+				opened = true
+			}
+		}
+		if !opened {
+			_, _, err := openAny(m.keks, r.ID, r.PrivateKey)
+			return nil, err
 		}
 	}
-	return nil
+	for i, n := range opens {
+		if sealed > 0 && n == sealed {
+			return m.keks[i], nil
+		}
+	}
+	return m.keks[0], nil
 }
 
 // withTransitionLock runs fn in a transaction that holds the transition
-// lock, with the keys as stored once the lock is held, and commits.
-func (m *Manager) withTransitionLock(ctx context.Context, fn func(tx *sqlx.Tx, records []keyRecord) ([]transition, error)) ([]transition, error) {
+// lock, with the keys as stored once the lock is held and the KEK that
+// seals new keys (see sealingKEK), and commits.
+func (m *Manager) withTransitionLock(ctx context.Context, fn func(tx *sqlx.Tx, records []keyRecord, sealKEK []byte) ([]transition, error)) ([]transition, error) {
 	tx, err := m.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin signing-key transaction: %w", err)
@@ -351,12 +377,11 @@ func (m *Manager) withTransitionLock(ctx context.Context, fn func(tx *sqlx.Tx, r
 	if err != nil {
 		return nil, err
 	}
-	// A replica or operator command with the wrong key-encryption key must
-	// not add keys that the other replicas cannot open.
-	if err := m.checkKEK(records); err != nil {
+	sealKEK, err := m.sealingKEK(records)
+	if err != nil {
 		return nil, err
 	}
-	done, err := fn(tx, records)
+	done, err := fn(tx, records, sealKEK)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@
 package keys
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -46,13 +47,21 @@ type KeyInfo struct {
 	// DeleteTime is when the key leaves the JWKS and the database. It is
 	// zero unless the key is retired.
 	DeleteTime time.Time
+	// KEKID is the id (see func KEKID) of the configured key-encryption
+	// key that opens the stored private key. It is empty for a retired key, which has no
+	// private key, and when none of the configured KEKs opens it.
+	KEKID string
 }
 
 // Manager keeps the signing keys of one replica in step with the database.
 // Its methods are safe for concurrent use.
 type Manager struct {
-	db      *sqlx.DB
-	kek     []byte
+	db *sqlx.DB
+	// keks are the key-encryption keys that open stored private keys. The
+	// first is the primary KEK, which seals new keys once every stored key
+	// opens under it (see sealingKEK) and which Rewrap seals under. The
+	// others are previous KEKs.
+	keks    [][]byte
 	cfg     Config
 	logger  *slog.Logger
 	metrics *metrics
@@ -73,18 +82,52 @@ type Manager struct {
 	done    chan struct{}      // closed when the poll loop ends, guarded by lifeMu
 }
 
+// Option sets an optional setting of NewManager.
+type Option func(*options)
+
+type options struct {
+	previousKEKs [][]byte
+}
+
+// WithPreviousKEKs adds key-encryption keys that open stored private keys
+// but never become the primary KEK. They let replicas load keys sealed
+// under an earlier KEK until Rewrap has re-sealed them under the primary
+// KEK.
+func WithPreviousKEKs(keks ...[]byte) Option {
+	return func(o *options) {
+		o.previousKEKs = append(o.previousKEKs, keks...)
+	}
+}
+
 // NewManager returns a Manager over the signing_keys table of db, which
-// must be migrated. kek is the 32-byte key-encryption key that seals the
-// private keys. A nil reg registers no metrics.
+// must be migrated. kek is the 32-byte primary key-encryption key that
+// seals the private keys (see WithPreviousKEKs for earlier ones). A nil
+// reg registers no metrics.
 //
-// NewManager returns an error when cfg is invalid, kek has the wrong size
-// or the metrics cannot be registered. It does not touch the database.
-func NewManager(db *sqlx.DB, kek []byte, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
+// NewManager returns an error when cfg is invalid, a KEK has the wrong
+// size, a previous KEK equals another configured KEK, or the metrics
+// cannot be registered. It does not touch the database.
+func NewManager(db *sqlx.DB, kek []byte, cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Manager, error) {
 	if db == nil {
 		return nil, errors.New("missing database: the signing-key manager needs the migrated auth database")
 	}
-	if len(kek) != KEKSize {
-		return nil, fmt.Errorf("invalid key-encryption key: has %d bytes, must have %d", len(kek), KEKSize)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	keks := [][]byte{bytes.Clone(kek)}
+	for _, previous := range o.previousKEKs {
+		keks = append(keks, bytes.Clone(previous))
+	}
+	for i, k := range keks {
+		if len(k) != KEKSize {
+			return nil, fmt.Errorf("invalid key-encryption key %d of %d: has %d bytes, must have %d", i+1, len(keks), len(k), KEKSize)
+		}
+		for _, earlier := range keks[:i] {
+			if bytes.Equal(k, earlier) {
+				return nil, fmt.Errorf("invalid previous key-encryption key %s: equals another configured KEK, but it must be the KEK that sealed the stored keys", KEKID(k))
+			}
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid signing-key configuration: %w", err)
@@ -95,7 +138,7 @@ func NewManager(db *sqlx.DB, kek []byte, cfg Config, logger *slog.Logger, reg pr
 
 	m := &Manager{
 		db:     db,
-		kek:    append([]byte(nil), kek...),
+		keks:   keks,
 		cfg:    cfg,
 		logger: logger,
 		generateKey: func(bits int) (*rsa.PrivateKey, error) {
@@ -135,7 +178,8 @@ func (m *Manager) Start(ctx context.Context) error {
 		published = append(published, k.info.ID)
 	}
 	m.logger.Info("signing keys loaded",
-		"current_kid", s.current.info.ID, "next_kid", s.nextID(), "published_kids", published)
+		"current_kid", s.current.info.ID, "next_kid", s.nextID(), "published_kids", published,
+		"kek_id", KEKID(m.keks[0]), "previous_kek_ids", m.previousKEKIDs())
 
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
@@ -215,8 +259,8 @@ func (m *Manager) refresh(ctx context.Context) ([]transition, error) {
 		}
 
 		txCtx, cancel := context.WithTimeout(ctx, m.dbTimeout())
-		done, err = m.withTransitionLock(txCtx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
-			return m.applyDue(txCtx, tx, records, m.cfg.now())
+		done, err = m.withTransitionLock(txCtx, func(tx *sqlx.Tx, records []keyRecord, sealKEK []byte) ([]transition, error) {
+			return m.applyDue(txCtx, tx, records, m.cfg.now(), sealKEK)
 		})
 		cancel()
 		if err != nil {
@@ -296,7 +340,8 @@ func (m *Manager) PublicKey(ctx context.Context, kid string) (*rsa.PublicKey, er
 }
 
 // List returns every stored key, ordered by activation time, as the
-// database has it now. It works without Start.
+// database has it now, with the KEK that opens each private key. It works
+// without Start, and under KEKs that open none of the keys.
 func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 	records, err := selectKeys(ctx, m.db)
 	if err != nil {
@@ -305,8 +350,23 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 	infos := make([]KeyInfo, len(records))
 	for i, r := range records {
 		infos[i] = r.info()
+		if r.PrivateKey == nil {
+			continue
+		}
+		if _, index, err := openAny(m.keks, r.ID, r.PrivateKey); err == nil {
+			infos[i].KEKID = KEKID(m.keks[index])
+		}
 	}
 	return infos, nil
+}
+
+// previousKEKIDs returns the KEKID of each previous key-encryption key.
+func (m *Manager) previousKEKIDs() []string {
+	ids := make([]string, 0, len(m.keks)-1)
+	for _, kek := range m.keks[1:] {
+		ids = append(ids, KEKID(kek))
+	}
+	return ids
 }
 
 // Rotate starts a rotation now. It works without Start, so an operator
@@ -331,8 +391,8 @@ func (m *Manager) Rotate(ctx context.Context, dropCurrent bool) error {
 	if err := m.prepareSpareKey(); err != nil {
 		return err
 	}
-	done, err := m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord) ([]transition, error) {
-		return m.applyRotate(ctx, tx, records, m.cfg.now(), dropCurrent)
+	done, err := m.withTransitionLock(ctx, func(tx *sqlx.Tx, records []keyRecord, sealKEK []byte) ([]transition, error) {
+		return m.applyRotate(ctx, tx, records, m.cfg.now(), dropCurrent, sealKEK)
 	})
 	if err != nil {
 		return err

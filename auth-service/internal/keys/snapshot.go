@@ -115,7 +115,7 @@ func (m *Manager) loadKey(r keyRecord, previous *snapshot) (*loadedKey, error) {
 			return k, nil
 		}
 	}
-	k.private, err = openPrivateKey(m.kek, r.ID, r.PrivateKey, public)
+	k.private, _, err = openPrivateKey(m.keks, r.ID, r.PrivateKey, public)
 	if err != nil {
 		return nil, err
 	}
