@@ -406,11 +406,8 @@ func (h *harness) introspectArgs(auth *systemtest.Service) ([]string, string) {
 	if !flags["token-check"] {
 		return nil, "todo-service has no -token-check flag"
 	}
-	// The name of the flag with the auth-service gRPC address is not fixed
-	// yet, so take the first flag that mentions introspection and an
-	// address.
-	// NOTE: this path has never run, because todo-service had no
-	// -token-check flag when the harness was written.
+	// Take the first flag that names introspection and an address
+	// (-introspect-addr today), so a rename does not silently drop the mode.
 	names := make([]string, 0, len(flags))
 	for name := range flags {
 		names = append(names, name)
