@@ -29,6 +29,10 @@ const EnvPrefix = "AUTH_"
 // There is no flag for the value, so it never shows in a process list.
 const KEKEnv = "AUTH_KEK"
 
+// PreviousKEKEnv is the environment variable that carries a previous
+// key-encryption key, which opens stored signing keys but seals none.
+const PreviousKEKEnv = "AUTH_PREVIOUS_KEK"
+
 // KEKBytes is the size of the key-encryption key (AES-256).
 const KEKBytes = 32
 
@@ -50,6 +54,10 @@ type Config struct {
 	DataDir         string
 	Dev             bool
 	KEKFile         string
+	// PreviousKEKFile names a file with the KEK that sealed the stored
+	// signing keys before the current KEK. It is needed only between a KEK
+	// change and the end of `keys rewrap`.
+	PreviousKEKFile string
 	Issuer          string
 	Audiences       []string
 	AccessTokenTTL  time.Duration
@@ -67,6 +75,8 @@ type Config struct {
 
 	// kekBase64 is the value of AUTH_KEK, kept out of logs.
 	kekBase64 string
+	// previousKEKBase64 is the value of AUTH_PREVIOUS_KEK, kept out of logs.
+	previousKEKBase64 string
 }
 
 // SQLitePath returns the SQLite file used when DatabaseURL is empty.
@@ -96,6 +106,8 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.DataDir, "data-dir", "data/auth", "`directory` for the SQLite database and the -dev key-encryption key")
 	fs.BoolVar(&c.Dev, "dev", false, "local mode: generate a missing key-encryption key into <data-dir>/kek")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "`file` with the key-encryption key, base64 of 32 bytes (or set "+KEKEnv+")")
+	fs.StringVar(&c.PreviousKEKFile, "previous-kek-file", "",
+		"`file` with the previous key-encryption key, which only opens stored signing keys until `keys rewrap` re-seals them (or set "+PreviousKEKEnv+")")
 	fs.StringVar(&c.Issuer, "issuer", "http://127.0.0.1:8081", "issuer `URL`, the iss claim of access tokens")
 	fs.Func("audience", "comma-separated `list` of audiences put in the aud claim (default todo-service)", func(s string) error {
 		c.Audiences = splitList(s)
@@ -163,6 +175,7 @@ func Parse(c *Config, fs *flag.FlagSet, args []string, getenv func(string) strin
 		}
 	})
 	c.kekBase64 = getenv(KEKEnv)
+	c.previousKEKBase64 = getenv(PreviousKEKEnv)
 	c.Keys.MaxTokenLifetime = c.AccessTokenTTL
 	if err := c.readDatabaseURLFile(); err != nil {
 		errs = append(errs, err)
@@ -287,8 +300,9 @@ func validateThrottle(t auth.ThrottleConfig) error {
 	return errors.Join(errs...)
 }
 
-// ValidateKEKSource checks that a key-encryption key is configured, that an
-// AUTH_KEK value decodes, and that the -kek-file exists, without reading it.
+// ValidateKEKSource checks that a key-encryption key is configured, that
+// AUTH_KEK and AUTH_PREVIOUS_KEK values decode, and that the -kek-file and
+// -previous-kek-file exist, without reading them.
 func (c Config) ValidateKEKSource() error {
 	switch {
 	case c.kekBase64 != "":
@@ -306,6 +320,20 @@ func (c Config) ValidateKEKSource() error {
 	case !c.Dev:
 		return fmt.Errorf("missing key-encryption key: set %s or -kek-file (or use -dev for a local run)", KEKEnv)
 	}
+
+	switch {
+	case c.previousKEKBase64 != "":
+		if _, err := decodeKEK(c.previousKEKBase64); err != nil {
+			return fmt.Errorf("invalid %s: %w", PreviousKEKEnv, err)
+		}
+		if c.PreviousKEKFile != "" {
+			return fmt.Errorf("both %s and -previous-kek-file are set: use one", PreviousKEKEnv)
+		}
+	case c.PreviousKEKFile != "":
+		if _, err := os.Stat(c.PreviousKEKFile); err != nil {
+			return fmt.Errorf("invalid -previous-kek-file: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -319,6 +347,35 @@ func (c Config) KEKSource() string {
 	default:
 		return "dev file " + c.DevKEKPath()
 	}
+}
+
+// PreviousKEKSource describes where the previous KEK comes from, for the
+// start-up log. It is "none" when no previous KEK is configured.
+func (c Config) PreviousKEKSource() string {
+	switch {
+	case c.previousKEKBase64 != "":
+		return "env " + PreviousKEKEnv
+	case c.PreviousKEKFile != "":
+		return "file " + c.PreviousKEKFile
+	default:
+		return "none"
+	}
+}
+
+// LoadPreviousKEK returns the previous key-encryption key from
+// AUTH_PREVIOUS_KEK or -previous-kek-file, or nil when neither is set.
+func (c Config) LoadPreviousKEK() ([]byte, error) {
+	switch {
+	case c.previousKEKBase64 != "":
+		kek, err := decodeKEK(c.previousKEKBase64)
+		if err != nil {
+			return nil, fmt.Errorf("invalid %s: %w", PreviousKEKEnv, err)
+		}
+		return kek, nil
+	case c.PreviousKEKFile != "":
+		return readKEKFile(c.PreviousKEKFile)
+	}
+	return nil, nil
 }
 
 // LoadKEK returns the key-encryption key from AUTH_KEK or -kek-file. In
@@ -412,6 +469,7 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.String("data_dir", c.DataDir),
 		slog.Bool("dev", c.Dev),
 		slog.String("kek_source", c.KEKSource()),
+		slog.String("previous_kek_source", c.PreviousKEKSource()),
 		slog.String("issuer", c.Issuer),
 		slog.Any("audiences", c.Audiences),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),

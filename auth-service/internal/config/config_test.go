@@ -112,6 +112,9 @@ func TestValidateRejects(t *testing.T) {
 		{"KEK not base64", nil, map[string]string{"AUTH_KEK": "!!!"}, "not valid standard base64"},
 		{"KEK file missing", []string{"-kek-file", "/nonexistent/kek"}, nil, "invalid -kek-file"},
 		{"KEK twice", []string{"-kek-file", kekFile}, map[string]string{"AUTH_KEK": testKEK}, "use one"},
+		{"previous KEK short", nil, map[string]string{"AUTH_KEK": testKEK, "AUTH_PREVIOUS_KEK": "c2hvcnQ="}, "invalid AUTH_PREVIOUS_KEK"},
+		{"previous KEK file missing", []string{"-previous-kek-file", "/nonexistent/kek"}, map[string]string{"AUTH_KEK": testKEK}, "invalid -previous-kek-file"},
+		{"previous KEK twice", []string{"-previous-kek-file", kekFile}, map[string]string{"AUTH_KEK": testKEK, "AUTH_PREVIOUS_KEK": testKEK}, "use one"},
 		{"access TTL too long", []string{"-dev", "-access-token-ttl", "2h"}, nil, "invalid -access-token-ttl"},
 		{"access TTL zero", []string{"-dev", "-access-token-ttl", "0s"}, nil, "invalid -access-token-ttl"},
 		{"issuer trailing slash", []string{"-dev", "-issuer", "https://auth.example.com/"}, nil, "trailing slash"},
@@ -220,6 +223,53 @@ func TestDatabaseURLFile(t *testing.T) {
 			_, err := parse(t, tt.args, env)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("parse(%q) = %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestLoadPreviousKEK(t *testing.T) {
+	previous := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	previousFile := filepath.Join(t.TempDir(), "previous-kek")
+	if err := os.WriteFile(previousFile, []byte(previous+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		want       string
+		wantSource string
+	}{
+		{"none", nil, map[string]string{"AUTH_KEK": testKEK}, "", "none"},
+		{"env", nil, map[string]string{"AUTH_KEK": testKEK, "AUTH_PREVIOUS_KEK": previous}, "fedcba9876543210fedcba9876543210", "env AUTH_PREVIOUS_KEK"},
+		{"flag", []string{"-previous-kek-file", previousFile}, map[string]string{"AUTH_KEK": testKEK}, "fedcba9876543210fedcba9876543210", "file " + previousFile},
+		{"env file", nil, map[string]string{"AUTH_KEK": testKEK, "AUTH_PREVIOUS_KEK_FILE": previousFile}, "fedcba9876543210fedcba9876543210", "file " + previousFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse(t, tt.args, tt.env)
+			if err != nil {
+				t.Fatalf("parse(%q) = %v", tt.args, err)
+			}
+			got, err := c.LoadPreviousKEK()
+			if err != nil {
+				t.Fatalf("LoadPreviousKEK() = %v", err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("LoadPreviousKEK() = %q, want %q", got, tt.want)
+			}
+			if source := c.PreviousKEKSource(); source != tt.wantSource {
+				t.Errorf("PreviousKEKSource() = %q, want %q", source, tt.wantSource)
+			}
+
+			var b strings.Builder
+			slog.New(slog.NewTextHandler(&b, nil)).LogAttrs(t.Context(), slog.LevelInfo, "settings", c.LogAttrs()...)
+			for _, secret := range []string{testKEK, previous} {
+				if strings.Contains(b.String(), secret) {
+					t.Errorf("log line %q contains a KEK", b.String())
+				}
 			}
 		})
 	}
