@@ -1,5 +1,5 @@
 // Package app wires the auth service together and runs its subcommands:
-// serve (the default), migrate, keys list and keys rotate.
+// serve (the default), migrate, keys list, keys rotate and keys rewrap.
 package app
 
 import (
@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"example.com/todoapp/auth-service/internal/config"
 	"example.com/todoapp/auth-service/internal/keys"
 	"example.com/todoapp/auth-service/internal/store"
@@ -26,6 +28,10 @@ const usage = `Usage:
   auth-service keys rotate [-drop-current] [flags]
                                           start a key rotation now; with
                                           -drop-current, delete the current key
+  auth-service keys rewrap [flags]        re-seal every stored private key under
+                                          the KEK of -kek-file or AUTH_KEK,
+                                          opening them with it or with the
+                                          previous KEK
 Every flag can also be set by its AUTH_* environment variable
 (-grpc-addr is AUTH_GRPC_ADDR). Flags:
 `
@@ -36,7 +42,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return RunWithOutput(ctx, args, getenv, os.Stdout, stderr)
 }
 
-// RunWithOutput is Run with the output of keys list going to stdout.
+// RunWithOutput is Run with the key table of the keys commands going to
+// stdout.
 func RunWithOutput(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	command, rest := splitCommand(args)
 
@@ -73,7 +80,7 @@ func RunWithOutput(ctx context.Context, args []string, getenv func(string) strin
 		return serve(ctx, cfg, newLogger(cfg, stderr))
 	case "migrate":
 		return migrate(ctx, cfg, newLogger(cfg, stderr))
-	case "keys list", "keys rotate":
+	case "keys list", "keys rotate", "keys rewrap":
 		if err := cfg.ValidateKEKSource(); err != nil {
 			return err
 		}
@@ -145,23 +152,42 @@ func runKeys(ctx context.Context, cfg config.Config, logger *slog.Logger, comman
 	if err != nil {
 		return err
 	}
+	previousKEK, err := cfg.LoadPreviousKEK()
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 
-	manager, err := keys.NewManager(st.DB(), kek, cfg.Keys, logger, nil)
+	manager, err := newKeyManager(st, kek, previousKEK, cfg, logger, nil)
 	if err != nil {
 		return err
 	}
 	defer manager.Close()
 
-	if command == "keys rotate" {
+	// The ids let an operator match the KEK column of the output to the
+	// configured KEKs.
+	previousID := ""
+	if previousKEK != nil {
+		previousID = keys.KEKID(previousKEK)
+	}
+	logger.Info("key-encryption keys", "kek_id", keys.KEKID(kek), "previous_kek_id", previousID)
+
+	switch command {
+	case "keys rotate":
 		if err := manager.Rotate(ctx, dropCurrent); err != nil {
-			return fmt.Errorf("rotate signing keys: %w", err)
+			return fmt.Errorf("rotate signing keys: %w", explainDecrypt(err))
 		}
 		logger.Info("signing keys rotated", "drop_current", dropCurrent)
+	case "keys rewrap":
+		rewrapped, err := manager.Rewrap(ctx)
+		if err != nil {
+			return fmt.Errorf("re-seal signing keys, nothing changed: %w", explainDecrypt(err))
+		}
+		logger.Info("signing keys re-sealed", "rewrapped_kids", rewrapped, "kek_id", keys.KEKID(kek))
 	}
 
 	infos, err := manager.List(ctx)
@@ -171,12 +197,32 @@ func runKeys(ctx context.Context, cfg config.Config, logger *slog.Logger, comman
 	return printKeys(stdout, infos)
 }
 
+// newKeyManager returns the signing-key manager over st with the primary
+// KEK and, when previousKEK is not nil, the previous one.
+func newKeyManager(st *store.Store, kek, previousKEK []byte, cfg config.Config, logger *slog.Logger, reg prometheus.Registerer) (*keys.Manager, error) {
+	var opts []keys.Option
+	if previousKEK != nil {
+		opts = append(opts, keys.WithPreviousKEKs(previousKEK))
+	}
+	return keys.NewManager(st.DB(), kek, cfg.Keys, logger, reg, opts...)
+}
+
+// explainDecrypt adds what to do to an error that wraps keys.ErrDecrypt.
+func explainDecrypt(err error) error {
+	if !errors.Is(err, keys.ErrDecrypt) {
+		return err
+	}
+	return fmt.Errorf("%w: configure the KEK that sealed the stored keys, as -kek-file or %s, or after a KEK change as "+
+		"-previous-kek-file or %s until `auth-service keys rewrap` has re-sealed them", err, config.KEKEnv, config.PreviousKEKEnv)
+}
+
 func printKeys(w io.Writer, infos []keys.KeyInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KID\tSTATE\tBITS\tCREATED\tACTIVATES\tRETIRED\tDELETES")
+	fmt.Fprintln(tw, "KID\tSTATE\tBITS\tCREATED\tACTIVATES\tRETIRED\tDELETES\tKEK")
 	for _, k := range infos {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", k.ID, k.State, k.Bits,
-			formatTime(k.CreateTime), formatTime(k.ActivateTime), formatTime(k.RetireTime), formatTime(k.DeleteTime))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.State, k.Bits,
+			formatTime(k.CreateTime), formatTime(k.ActivateTime), formatTime(k.RetireTime), formatTime(k.DeleteTime),
+			formatKEK(k))
 	}
 	return tw.Flush()
 }
@@ -186,4 +232,18 @@ func formatTime(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// formatKEK returns the KEK column of keys list: the id of the configured
+// KEK that opens the private key, "-" for a retired key, which has none,
+// and "none" when no configured KEK opens it.
+func formatKEK(k keys.KeyInfo) string {
+	switch {
+	case k.KEKID != "":
+		return k.KEKID
+	case k.State == keys.StateRetired:
+		return "-"
+	default:
+		return "none"
+	}
 }

@@ -60,6 +60,17 @@ type testServer struct {
 // ends.
 func startServer(t *testing.T, extraArgs ...string) *testServer {
 	t.Helper()
+	srv, err := startServerWithEnv(t, map[string]string{config.KEKEnv: testKEK}, extraArgs...)
+	if err != nil {
+		t.Fatalf("app.Start() = %v", err)
+	}
+	return srv
+}
+
+// startServerWithEnv is startServer with the environment variables in env
+// (which must set the KEK), returning the error of app.Start.
+func startServerWithEnv(t *testing.T, env map[string]string, extraArgs ...string) (*testServer, error) {
+	t.Helper()
 	args := append([]string{
 		"-grpc-addr", "127.0.0.1:0",
 		"-http-addr", "127.0.0.1:0",
@@ -69,7 +80,6 @@ func startServer(t *testing.T, extraArgs ...string) *testServer {
 
 	var cfg config.Config
 	fs := cfg.FlagSet("auth-service", io.Discard)
-	env := map[string]string{config.KEKEnv: testKEK}
 	if _, err := config.Parse(&cfg, fs, args, func(k string) string { return env[k] }); err != nil {
 		t.Fatalf("config.Parse(%q) = %v", args, err)
 	}
@@ -81,9 +91,12 @@ func startServer(t *testing.T, extraArgs ...string) *testServer {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
+	if err := cfg.ValidateKEKSource(); err != nil {
+		t.Fatalf("ValidateKEKSource() = %v", err)
+	}
 	srv, err := app.Start(ctx, cfg, logger)
 	if err != nil {
-		t.Fatalf("app.Start() = %v", err)
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if err := srv.Shutdown(); err != nil {
@@ -96,7 +109,7 @@ func startServer(t *testing.T, extraArgs ...string) *testServer {
 		t.Fatalf("grpc.NewClient(%s) = %v", srv.GRPCAddr(), err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &testServer{Server: srv, client: authv1.NewAuthServiceClient(conn), conn: conn, logs: logs}
+	return &testServer{Server: srv, client: authv1.NewAuthServiceClient(conn), conn: conn, logs: logs}, nil
 }
 
 // startPostgresServer starts the auth service on a fresh PostgreSQL

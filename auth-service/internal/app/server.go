@@ -68,8 +68,10 @@ type Server struct {
 // both listeners and starts serving. It returns after the listeners are
 // bound and the health status is SERVING. cfg must have passed Validate and
 // ValidateKEKSource.
-func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Server, err error) {
-	s = &Server{cfg: cfg, logger: logger, failed: make(chan error, 2)}
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
+	// s is not the named result, because each `return nil, err` would set
+	// that to nil before the deferred cleanup reads it.
+	s := &Server{cfg: cfg, logger: logger, failed: make(chan error, 2)}
 	defer func() {
 		if err != nil {
 			s.abortStart()
@@ -77,6 +79,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Serv
 	}()
 
 	kek, err := cfg.LoadKEK(logger)
+	if err != nil {
+		return nil, err
+	}
+	previousKEK, err := cfg.LoadPreviousKEK()
 	if err != nil {
 		return nil, err
 	}
@@ -94,12 +100,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (s *Serv
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	s.keys, err = keys.NewManager(s.store.DB(), kek, cfg.Keys, logger, registry)
+	s.keys, err = newKeyManager(s.store, kek, previousKEK, cfg, logger, registry)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.keys.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start signing-key manager: %w", err)
+		return nil, fmt.Errorf("start signing-key manager: %w", explainDecrypt(err))
 	}
 
 	svc, err := newService(cfg, s.store, s.keys, logger)
