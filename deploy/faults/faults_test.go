@@ -385,7 +385,7 @@ type healthSample struct {
 // service returned NOT_SERVING, both to a Watch stream and to a client
 // polling Check, before the server stopped responding, and that every call
 // started before the signal completed with OK. The process must exit within
-// its shutdown timeout.
+// its shutdown delay plus its shutdown timeout.
 func TestSIGTERMDrainsInFlight(t *testing.T) {
 	const (
 		workers         = 16
@@ -401,8 +401,22 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
+	// A todo-service with -shutdown-delay keeps serving for that long
+	// after health turns NOT_SERVING, and only then starts the drain.
+	args := []string{"-shutdown-timeout", shutdownTimeout.String()}
+	var shutdownDelay time.Duration
+	_, todoBin := systemtest.Binaries(t)
+	flags, err := bench.HelpFlags(todoBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags["shutdown-delay"] {
+		shutdownDelay = time.Second
+		args = append(args, "-shutdown-delay", shutdownDelay.String())
+	}
+
 	auth := systemtest.StartAuth(t)
-	todo := systemtest.StartTodo(t, auth, "-shutdown-timeout", shutdownTimeout.String())
+	todo := systemtest.StartTodo(t, auth, args...)
 	authClient := authv1.NewAuthServiceClient(systemtest.Dial(t, auth.GRPCAddr))
 	todoClient := todov1.NewTodoServiceClient(systemtest.Dial(t, todo.GRPCAddr))
 	token := signUp(ctx, t, authClient, "drain@faults.example.com")
@@ -499,8 +513,9 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	}
 
 	t.Logf("todo-service exited %s after SIGTERM", exited.Round(time.Millisecond))
-	if exited > shutdownTimeout+exitMargin {
-		t.Errorf("todo-service exited %s after SIGTERM, want within its shutdown timeout %s plus %s", exited, shutdownTimeout, exitMargin)
+	if limit := shutdownDelay + shutdownTimeout + exitMargin; exited > limit {
+		t.Errorf("todo-service exited %s after SIGTERM, want within %s (shutdown delay %s, timeout %s, margin %s)",
+			exited, limit, shutdownDelay, shutdownTimeout, exitMargin)
 	}
 
 	// Health: NOT_SERVING must show before the first failed check.
