@@ -131,6 +131,7 @@ func testConfig(t *testing.T, jwksURL, dataDir string) config.Config {
 	cfg.Issuer = testIssuer
 	cfg.JWKS.URL = jwksURL
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.ShutdownDelay = 0
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config is invalid: %v", err)
 	}
@@ -360,6 +361,42 @@ func TestShutdownTurnsHealthNotServing(t *testing.T) {
 	}
 	if logs := r.logs.String(); !strings.Contains(logs, "shutdown timeout passed") {
 		t.Errorf("logs do not report the RPCs cancelled at the timeout:\n%s", logs)
+	}
+}
+
+// TestShutdownDelayAnswersNotServing checks that during the shutdown delay
+// the server still answers health checks, with NOT_SERVING, so a client
+// that polls sees the shutdown before calls start to fail.
+func TestShutdownDelayAnswersNotServing(t *testing.T) {
+	js := startJWKS(t)
+	cfg := testConfig(t, js.url(), t.TempDir())
+	cfg.ShutdownDelay = time.Second
+	r := start(t, cfg)
+	waitHealth(t, r.conn, "", healthpb.HealthCheckResponse_SERVING)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+
+	client := healthpb.NewHealthClient(r.conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Check(testContext(t), &healthpb.HealthCheckRequest{Service: ""})
+		if err != nil {
+			t.Fatalf("health Check failed before it returned NOT_SERVING: %v", err)
+		}
+		if resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("health Check never returned NOT_SERVING after shutdown began")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "shutdown delay") {
+		t.Errorf("logs do not mention the shutdown delay:\n%s", logs)
 	}
 }
 

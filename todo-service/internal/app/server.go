@@ -182,6 +182,13 @@ func (s *Server) shutdown() {
 	// Shutdown turns every health service NOT_SERVING and keeps it so,
 	// so load balancers stop sending new calls.
 	s.health.Shutdown()
+	if s.cfg.ShutdownDelay > 0 {
+		// Health checks that poll (Kubernetes readiness, load balancers)
+		// only learn of the shutdown if the server still answers them for
+		// a while after NOT_SERVING.
+		s.logger.Info("health is NOT_SERVING; still serving until the shutdown delay passes", "shutdown_delay", s.cfg.ShutdownDelay)
+		time.Sleep(s.cfg.ShutdownDelay)
+	}
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
 	s.logger.Info("draining", "in_flight_rpcs", s.grpc.InFlight(), "timeout", s.cfg.ShutdownTimeout)
 

@@ -55,9 +55,12 @@ type Config struct {
 	ClockSkew        time.Duration
 	MaxTokenLifetime time.Duration
 	ShutdownTimeout  time.Duration
-	LogFormat        string
-	LogLevel         slog.Level
-	JWKS             jwks.Config
+	// ShutdownDelay is how long health reports NOT_SERVING while the
+	// server still accepts calls, before draining starts.
+	ShutdownDelay time.Duration
+	LogFormat     string
+	LogLevel      slog.Level
+	JWKS          jwks.Config
 
 	// TokenCheck is TokenCheckOffline or TokenCheckIntrospect.
 	TokenCheck string
@@ -86,6 +89,7 @@ func Default() Config {
 		ClockSkew:        30 * time.Second,
 		MaxTokenLifetime: time.Hour,
 		ShutdownTimeout:  15 * time.Second,
+		ShutdownDelay:    time.Second,
 		LogFormat:        "json",
 		LogLevel:         slog.LevelInfo,
 		JWKS:             jwks.DefaultConfig(),
@@ -122,6 +126,8 @@ func Parse(name string, args []string, getenv func(string) string, output io.Wri
 		"maximum exp minus iat of an accepted access token")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"time that in-flight RPCs get to finish after SIGTERM before they are cancelled")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", cfg.ShutdownDelay,
+		"time after SIGTERM during which health reports NOT_SERVING but new calls are still served, so load balancers can stop routing first")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: json or text")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "minimum log level: debug, info, warn or error")
 
@@ -252,6 +258,9 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		add("invalid -shutdown-timeout %s: must be greater than 0", c.ShutdownTimeout)
 	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > time.Minute {
+		add("invalid -shutdown-delay %s: must be between 0 and 1m", c.ShutdownDelay)
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		add("invalid -log-format %q: must be json or text", c.LogFormat)
 	}
@@ -310,6 +319,7 @@ func (c Config) LogAttrs() []slog.Attr {
 		slog.Duration("clock_skew", c.ClockSkew),
 		slog.Duration("max_token_lifetime", c.MaxTokenLifetime),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("shutdown_delay", c.ShutdownDelay),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("jwks_url", store.RedactURL(c.JWKS.URL)),

@@ -46,6 +46,7 @@ func TestDefaults(t *testing.T) {
 		ClockSkew:        30 * time.Second,
 		MaxTokenLifetime: time.Hour,
 		ShutdownTimeout:  15 * time.Second,
+		ShutdownDelay:    time.Second,
 		LogFormat:        "json",
 		LogLevel:         slog.LevelInfo,
 		JWKS: jwks.Config{
@@ -86,6 +87,7 @@ var everySetting = []struct {
 	{"clock-skew", "10s"},
 	{"max-token-lifetime", "20m"},
 	{"shutdown-timeout", "40s"},
+	{"shutdown-delay", "5s"},
 	{"log-format", "text"},
 	{"log-level", "debug"},
 	{"jwks-url", "https://auth.example.com/.well-known/jwks.json"},
@@ -112,6 +114,7 @@ var everySettingWant = config.Config{
 	ClockSkew:        10 * time.Second,
 	MaxTokenLifetime: 20 * time.Minute,
 	ShutdownTimeout:  40 * time.Second,
+	ShutdownDelay:    5 * time.Second,
 	LogFormat:        "text",
 	LogLevel:         slog.LevelDebug,
 	JWKS: jwks.Config{
@@ -272,6 +275,8 @@ func TestValidateRejects(t *testing.T) {
 		{"huge clock skew", func(c *config.Config) { c.ClockSkew = time.Hour }, "-clock-skew"},
 		{"zero lifetime", func(c *config.Config) { c.MaxTokenLifetime = 0 }, "-max-token-lifetime"},
 		{"negative shutdown", func(c *config.Config) { c.ShutdownTimeout = -time.Second }, "-shutdown-timeout"},
+		{"negative shutdown delay", func(c *config.Config) { c.ShutdownDelay = -time.Second }, "-shutdown-delay"},
+		{"long shutdown delay", func(c *config.Config) { c.ShutdownDelay = 2 * time.Minute }, "-shutdown-delay"},
 		{"xml logs", func(c *config.Config) { c.LogFormat = "xml" }, "-log-format"},
 		{"jwks url scheme", func(c *config.Config) { c.JWKS.URL = "file:///etc/passwd" }, "jwks"},
 		{"jwks intervals", func(c *config.Config) { c.JWKS.MaxRefreshInterval = time.Second }, "jwks"},
