@@ -326,3 +326,42 @@ func findKey(tb testing.TB, infos []KeyInfo, kid string) KeyInfo {
 	tb.Fatalf("key %s not in %+v", kid, infos)
 	return KeyInfo{}
 }
+
+// TestRewrapRacesRotate runs a rewrap and a rotation by two replicas at
+// once. The transition lock orders them, and in either order every key
+// ends sealed under the new KEK.
+func TestRewrapRacesRotate(t *testing.T) {
+	eachSharedStore(t, func(t *testing.T, dbA, dbB *sqlx.DB) {
+		clock := newTestClock()
+		cfg := testConfig(clock)
+		oldKEK, newKEK := testKEK(), otherKEK(1)
+		old := storeRetiredCurrentAndNext(t, dbA, clock, oldKEK)
+		clock.Advance(cfg.PublishLead)
+		refresh(t, old)
+		if n := countState(listKeys(t, old), StateNext); n != 0 {
+			t.Fatalf("next keys before the race = %d, want 0 so that Rotate creates one", n)
+		}
+
+		rewrapper := newRingManager(t, dbA, cfg, newKEK, oldKEK)
+		rotator := newRingManager(t, dbB, cfg, newKEK, oldKEK)
+		var rewrapErr, rotateErr error
+		together(
+			func() { _, rewrapErr = rewrapper.Rewrap(testContext(t)) },
+			func() { rotateErr = rotator.Rotate(testContext(t), false) },
+		)
+		if rewrapErr != nil {
+			t.Errorf("Rewrap() = %v", rewrapErr)
+		}
+		if rotateErr != nil {
+			t.Errorf("Rotate() = %v", rotateErr)
+		}
+
+		infos := listKeys(t, rewrapper)
+		keyWithState(t, infos, StateNext)
+		for _, info := range infos {
+			if info.State != StateRetired && info.KEKID != KEKID(newKEK) {
+				t.Errorf("key %s (%s) KEKID = %q, want the new KEK %q", info.ID, info.State, info.KEKID, KEKID(newKEK))
+			}
+		}
+	})
+}
