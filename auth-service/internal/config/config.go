@@ -29,8 +29,9 @@ const EnvPrefix = "AUTH_"
 // There is no flag for the value, so it never shows in a process list.
 const KEKEnv = "AUTH_KEK"
 
-// PreviousKEKEnv is the environment variable that carries a previous
-// key-encryption key, which opens stored signing keys but seals none.
+// PreviousKEKEnv is the environment variable that carries the previous
+// key-encryption key, which opens the stored signing keys until
+// `keys rewrap` re-seals them under the current KEK.
 const PreviousKEKEnv = "AUTH_PREVIOUS_KEK"
 
 // KEKBytes is the size of the key-encryption key (AES-256).
@@ -107,7 +108,7 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.Dev, "dev", false, "local mode: generate a missing key-encryption key into <data-dir>/kek")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "`file` with the key-encryption key, base64 of 32 bytes (or set "+KEKEnv+")")
 	fs.StringVar(&c.PreviousKEKFile, "previous-kek-file", "",
-		"`file` with the previous key-encryption key, which only opens stored signing keys until `keys rewrap` re-seals them (or set "+PreviousKEKEnv+")")
+		"`file` with the previous key-encryption key, which opens stored signing keys until `keys rewrap` re-seals them under the current one (or set "+PreviousKEKEnv+")")
 	fs.StringVar(&c.Issuer, "issuer", "http://127.0.0.1:8081", "issuer `URL`, the iss claim of access tokens")
 	fs.Func("audience", "comma-separated `list` of audiences put in the aud claim (default todo-service)", func(s string) error {
 		c.Audiences = splitList(s)
