@@ -59,6 +59,9 @@ func storeError(ctx context.Context, err error) error {
 		return status.Error(codes.Aborted, "etag does not match the stored todo, read it again and retry")
 	case errors.Is(err, store.ErrInvalidArgument):
 		return status.Error(codes.InvalidArgument, "invalid request: value cannot be stored")
+	case ctx.Err() == nil && store.IsUnavailable(err):
+		recordCause(ctx, err)
+		return status.Error(codes.Unavailable, "database unavailable, retry later")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), ctx.Err() != nil:
 		// lib/pq (v1.12.3) can report a cancelled query as the server
 		// error 57014, which does not wrap the context's error, so
