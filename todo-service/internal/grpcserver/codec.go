@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec that utf8Codec wraps
+	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec that requestCodec wraps
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -16,41 +16,75 @@ import (
 )
 
 // invalidUTF8Marker is the field number of the unknown fields that
-// utf8Codec appends to a request, one per string field that held invalid
+// requestCodec appends to a request, one per string field that held invalid
 // UTF-8, with the field's path as value. It is the largest field number
 // protobuf allows, which no message of this API uses.
 const invalidUTF8Marker = protowire.MaxValidNumber
 
-// todoPackage is the proto package of the requests that utf8Codec repairs.
+// tooLargeMarker is the field number of the unknown field that requestCodec
+// appends to a request larger than MaxRequestBytes. Its value is a
+// tooLargeMark in wire format. No message of this API uses the number.
+const tooLargeMarker = protowire.MaxValidNumber - 1
+
+// todoPackage is the proto package of the requests that requestCodec checks.
 const todoPackage = "todo.v1"
 
-// maxRepairDepth bounds the message nesting that utf8Codec walks.
+// maxRepairDepth bounds the message nesting that requestCodec walks.
 const maxRepairDepth = 32
 
-// utf8Codec is the server's proto codec. protobuf-go rejects a request
-// whose string fields hold invalid UTF-8, and grpc-go (v1.85.0) reports it as
-// INTERNAL before any interceptor runs. utf8Codec instead replaces the
-// invalid bytes with U+FFFD, decodes the result, and marks the request, so
-// that the unary interceptor rejects it with INVALID_ARGUMENT and a
-// BadRequest naming each field. Other decoding errors, and messages of
-// other packages, keep the default behaviour.
-type utf8Codec struct {
+// requestCodec is the server's proto codec. It marks two kinds of todo.v1
+// request so that the unary interceptor rejectMarkedRequests rejects them
+// with INVALID_ARGUMENT and a BadRequest naming the field, which grpc-go
+// (v1.85.0) cannot do because it fails them before any interceptor runs:
+//   - protobuf-go rejects a string field holding invalid UTF-8, and grpc-go
+//     reports that as INTERNAL. requestCodec instead replaces the invalid
+//     bytes with U+FFFD, decodes the result, and marks each field.
+//   - grpc-go rejects a message over grpc.MaxRecvMsgSize with
+//     RESOURCE_EXHAUSTED. The server sets that transport cap to
+//     MaxRecvMsgBytes, four times MaxRequestBytes, and requestCodec marks a
+//     message between the two with its size and its largest field.
+//
+// Other decoding errors, and messages of other packages, keep the default
+// behaviour.
+type requestCodec struct {
 	base encoding.CodecV2
 }
 
-func newUTF8Codec() *utf8Codec {
-	return &utf8Codec{base: encoding.GetCodecV2("proto")}
+func newRequestCodec() *requestCodec {
+	return &requestCodec{base: encoding.GetCodecV2("proto")}
 }
 
-func (c *utf8Codec) Name() string {
+func (c *requestCodec) Name() string {
 	return c.base.Name()
 }
 
-func (c *utf8Codec) Marshal(v any) (mem.BufferSlice, error) {
+func (c *requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.base.Marshal(v)
 }
 
-func (c *utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c *requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if err := c.decode(data, v); err != nil {
+		return err
+	}
+	msg, ok := v.(proto.Message)
+	if !ok || data.Len() <= MaxRequestBytes {
+		return nil
+	}
+	// NOTE: messages of other packages (health, reflection) are limited
+	// only by the transport cap MaxRecvMsgBytes.
+	desc := msg.ProtoReflect().Descriptor()
+	if desc.ParentFile().Package() != todoPackage {
+		return nil
+	}
+	// Only unary calls pass rejectMarkedRequests, and every todo.v1 method
+	// is unary, so a marked request never reaches a handler.
+	markTooLarge(msg.ProtoReflect(), data.Len(), largestField(data.Materialize(), desc, "", 0))
+	return nil
+}
+
+// decode unmarshals data into v, repairing invalid UTF-8 in todo.v1
+// requests and marking the repaired fields.
+func (c *requestCodec) decode(data mem.BufferSlice, v any) error {
 	err := c.base.Unmarshal(data, v)
 	if err == nil {
 		return nil
@@ -59,8 +93,6 @@ func (c *utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return err
 	}
-	// Only todo.v1 requests are repaired, because only unary calls pass
-	// rejectInvalidUTF8, and every todo.v1 method is unary.
 	desc := msg.ProtoReflect().Descriptor()
 	if desc.ParentFile().Package() != todoPackage {
 		return err
@@ -145,9 +177,11 @@ func repairUTF8(dst, raw []byte, desc protoreflect.MessageDescriptor, prefix str
 	return dst, true
 }
 
-// takeInvalidUTF8 removes the marks that utf8Codec left on req and returns
+// takeMarks removes the marks that requestCodec left on req and returns
 // INVALID_ARGUMENT naming the marked fields, or nil when there are none.
-func takeInvalidUTF8(req any) error {
+// A request marked too large gets only that violation, because its other
+// fields are not checked.
+func takeMarks(req any) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return nil
@@ -159,7 +193,7 @@ func takeInvalidUTF8(req any) error {
 	}
 
 	var kept []byte
-	var vs violations
+	var vs, tooLarge violations
 	for len(unknown) > 0 {
 		num, typ, tagLen := protowire.ConsumeTag(unknown)
 		valueLen := -1
@@ -175,26 +209,41 @@ func takeInvalidUTF8(req any) error {
 		field := unknown[:tagLen+valueLen]
 		unknown = unknown[tagLen+valueLen:]
 
-		if num != invalidUTF8Marker || typ != protowire.BytesType {
+		if typ != protowire.BytesType || (num != invalidUTF8Marker && num != tooLargeMarker) {
 			kept = append(kept, field...)
 			continue
 		}
-		// A client can send this field number itself, so the path is
-		// client text. It only ever reaches that client's own error.
-		path, _ := protowire.ConsumeString(field[tagLen:])
-		if !utf8.ValidString(path) || len(path) > 256 {
-			path = "(unknown field)"
+		// A client can send these field numbers itself, so the values are
+		// client text. They only ever reach that client's own error.
+		value, _ := protowire.ConsumeBytes(field[tagLen:])
+		if num == tooLargeMarker {
+			mark := parseTooLargeMark(value)
+			tooLarge.add(checkedPath(mark.path), "request is %d bytes, the limit is %d bytes", mark.size, MaxRequestBytes)
+			continue
 		}
-		vs.add(path, "must be valid UTF-8")
+		vs.add(checkedPath(string(value)), "must be valid UTF-8")
 	}
 	m.SetUnknown(kept)
+	if len(tooLarge) > 0 {
+		// requestCodec appends its mark after any the client sent.
+		return tooLarge[len(tooLarge)-1:].err()
+	}
 	return vs.err()
 }
 
-// rejectInvalidUTF8 is a unary interceptor that fails requests marked by
-// utf8Codec.
-func rejectInvalidUTF8(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := takeInvalidUTF8(req); err != nil {
+// checkedPath returns path, or a placeholder when path is too long or not
+// valid UTF-8 to be sent back in a BadRequest.
+func checkedPath(path string) string {
+	if !utf8.ValidString(path) || len(path) > 256 {
+		return "(unknown field)"
+	}
+	return path
+}
+
+// rejectMarkedRequests is a unary interceptor that fails requests marked by
+// requestCodec.
+func rejectMarkedRequests(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := takeMarks(req); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)

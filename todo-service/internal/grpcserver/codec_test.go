@@ -1,6 +1,9 @@
 package grpcserver_test
 
 import (
+	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -11,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	todov1 "example.com/todoapp/proto/gen/todo/v1"
+	"example.com/todoapp/todo-service/internal/grpcserver"
 )
 
 // rawCodec sends and receives wire bytes as they are, so a test can send
@@ -111,5 +115,111 @@ func TestMalformedWireFormat(t *testing.T) {
 	err := ts.conn.Invoke(ts.as(t, alice), "/todo.v1.TodoService/GetTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
 	if err == nil {
 		t.Fatal("GetTodo with truncated wire format succeeded")
+	}
+}
+
+func TestRequestTooLargeNamesField(t *testing.T) {
+	ts := startServer(t)
+	ctx := ts.as(t, alice)
+	todo := ts.create(t, ctx, "existing")
+
+	// Field numbers as in TestInvalidUTF8. No todo.v1 message uses 15.
+	goodID := stringField(1, []byte(todo.GetId()))
+	var manyPaths []byte
+	for range 10 << 10 {
+		manyPaths = append(manyPaths, stringField(1, []byte("title"))...)
+	}
+	halfTitle := stringField(2, bytes.Repeat([]byte("t"), 40<<10))
+
+	tests := []struct {
+		name      string
+		method    string
+		request   []byte
+		wantField string
+	}{
+		{
+			name:      "update mask with many paths",
+			method:    "/todo.v1.TodoService/UpdateTodo",
+			request:   append(stringField(1, append(goodID, stringField(2, []byte("ok"))...)), stringField(2, manyPaths)...),
+			wantField: "update_mask.paths",
+		},
+		{
+			name:      "todo sent twice merges",
+			method:    "/todo.v1.TodoService/CreateTodo",
+			request:   append(stringField(1, halfTitle), stringField(1, append(halfTitle, stringField(3, []byte("d"))...))...),
+			wantField: "todo.title",
+		},
+		{
+			name:      "unknown field",
+			method:    "/todo.v1.TodoService/GetTodo",
+			request:   append(goodID, stringField(15, bytes.Repeat([]byte("u"), 70<<10))...),
+			wantField: "(unknown field 15)",
+		},
+		{
+			name:   "size reported before invalid UTF-8",
+			method: "/todo.v1.TodoService/CreateTodo",
+			request: stringField(1, append(stringField(2, []byte("bad \xff title")),
+				stringField(3, bytes.Repeat([]byte("d"), 100<<10))...)),
+			wantField: "todo.description",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var reply []byte
+			err := ts.conn.Invoke(ctx, tt.method, &tt.request, &reply, grpc.ForceCodecV2(rawCodec{}))
+			wantCode(t, err, codes.InvalidArgument)
+			want := []violation{{
+				field:       tt.wantField,
+				description: fmt.Sprintf("request is %d bytes, the limit is %d bytes", len(tt.request), grpcserver.MaxRequestBytes),
+			}}
+			if diff := cmp.Diff(want, badRequestViolations(err), cmp.AllowUnexported(violation{})); diff != "" {
+				t.Errorf("BadRequest mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	got, err := ts.client.GetTodo(ctx, &todov1.GetTodoRequest{Id: todo.GetId()})
+	if err != nil {
+		t.Fatalf("GetTodo: %v", err)
+	}
+	if !proto.Equal(todo, got.GetTodo()) {
+		t.Errorf("todo changed by rejected requests: got %v, want %v", got.GetTodo(), todo)
+	}
+}
+
+func TestRequestAtSizeLimitAccepted(t *testing.T) {
+	ts := startServer(t)
+	ctx := ts.as(t, alice)
+
+	// A valid CreateTodo padded with unknown field 15, which the server
+	// ignores. The padding adds a 1-byte tag and a 3-byte length.
+	valid := stringField(1, stringField(2, []byte("padded")))
+	padding := bytes.Repeat([]byte("p"), grpcserver.MaxRequestBytes-len(valid)-4)
+	request := append(valid, stringField(15, padding)...)
+	if len(request) != grpcserver.MaxRequestBytes {
+		t.Fatalf("request is %d bytes, want %d", len(request), grpcserver.MaxRequestBytes)
+	}
+
+	var reply []byte
+	if err := ts.conn.Invoke(ctx, "/todo.v1.TodoService/CreateTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		t.Fatalf("CreateTodo of exactly %d bytes: %v", len(request), err)
+	}
+	var resp todov1.CreateTodoResponse
+	if err := proto.Unmarshal(reply, &resp); err != nil {
+		t.Fatalf("decode CreateTodo response: %v", err)
+	}
+	if resp.GetTodo().GetTitle() != "padded" {
+		t.Errorf("created title = %q, want %q", resp.GetTodo().GetTitle(), "padded")
+	}
+
+	// One more byte of padding crosses the limit.
+	request = append(valid, stringField(15, append(padding, 'p'))...)
+	err := ts.conn.Invoke(ctx, "/todo.v1.TodoService/CreateTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
+	wantCode(t, err, codes.InvalidArgument)
+	if diff := cmp.Diff([]string{"(unknown field 15)"}, badRequestFields(t, err)); diff != "" {
+		t.Errorf("BadRequest fields one byte over the limit mismatch (-want +got):\n%s", diff)
+	}
+	if strings.Contains(fmt.Sprint(err), "ppp") {
+		t.Errorf("error %v echoes the request payload", err)
 	}
 }

@@ -249,3 +249,23 @@ func badRequestFields(t *testing.T, err error) []string {
 	}
 	return fields
 }
+
+// violation is one field violation of a google.rpc.BadRequest.
+type violation struct {
+	field       string
+	description string
+}
+
+// badRequestViolations returns the field violations of the
+// google.rpc.BadRequest detail of err.
+func badRequestViolations(err error) []violation {
+	var vs []violation
+	for _, detail := range status.Convert(err).Details() {
+		if br, ok := detail.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				vs = append(vs, violation{field: v.GetField(), description: v.GetDescription()})
+			}
+		}
+	}
+	return vs
+}

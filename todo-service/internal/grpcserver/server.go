@@ -44,8 +44,10 @@ func (s *Server) InFlight() int64 {
 // (v1 and v1alpha) registered. Every call is logged and counted. Calls to
 // TodoService need a valid bearer token, while health and reflection do
 // not. Messages larger than MaxRecvMsgBytes and metadata larger than
-// MaxHeaderListBytes are rejected before any handler runs, and so are unary
-// requests with invalid UTF-8 in a string field.
+// MaxHeaderListBytes are rejected with RESOURCE_EXHAUSTED before any
+// handler runs. TodoService requests larger than MaxRequestBytes, or with
+// invalid UTF-8 in a string field, are rejected with INVALID_ARGUMENT before
+// the handler runs.
 func New(opts Options) (*Server, error) {
 	if opts.Store == nil || opts.Verifier == nil || opts.Logger == nil || opts.Registerer == nil || opts.Health == nil {
 		return nil, errors.New("grpcserver: Store, Verifier, Logger, Registerer and Health are all required")
@@ -60,9 +62,9 @@ func New(opts Options) (*Server, error) {
 	server := grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-		grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.StatsHandler(obs),
-		grpc.ChainUnaryInterceptor(obs.unary, auth.unary, rejectInvalidUTF8),
+		grpc.ChainUnaryInterceptor(obs.unary, auth.unary, rejectMarkedRequests),
 		grpc.ChainStreamInterceptor(obs.stream, auth.stream),
 	)
 	todov1.RegisterTodoServiceServer(server, &todoService{store: opts.Store})

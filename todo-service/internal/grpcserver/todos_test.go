@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -483,23 +484,67 @@ func TestMessageTooLarge(t *testing.T) {
 	ts := startServer(t)
 	ctx := ts.as(t, alice)
 
-	_, err := ts.client.CreateTodo(ctx, &todov1.CreateTodoRequest{Todo: &todov1.Todo{
+	// Between the application limit and the transport cap, the request is
+	// decoded and rejected with a BadRequest naming its largest field.
+	request := &todov1.CreateTodoRequest{Todo: &todov1.Todo{
+		Title:       "big",
+		Description: strings.Repeat("x", 100<<10),
+	}}
+	_, err := ts.client.CreateTodo(ctx, request)
+	wantCode(t, err, codes.InvalidArgument)
+	want := []violation{{
+		field:       "todo.description",
+		description: fmt.Sprintf("request is %d bytes, the limit is %d bytes", proto.Size(request), grpcserver.MaxRequestBytes),
+	}}
+	if diff := cmp.Diff(want, badRequestViolations(err), cmp.AllowUnexported(violation{})); diff != "" {
+		t.Errorf("CreateTodo with a 100 KiB description: BadRequest mismatch (-want +got):\n%s", diff)
+	}
+
+	// Over the transport cap, grpc-go rejects the message before any
+	// interceptor runs, and the call must still get its log line.
+	_, err = ts.client.CreateTodo(ctx, &todov1.CreateTodoRequest{Todo: &todov1.Todo{
 		Title:       "big",
 		Description: strings.Repeat("x", grpcserver.MaxRecvMsgBytes),
 	}})
 	wantCode(t, err, codes.ResourceExhausted)
 
-	// grpc-go rejects the message before any interceptor runs, and the
-	// call must still get its log line.
-	lines := waitRPCLines(t, ts, 1)
-	if len(lines) != 1 {
-		t.Fatalf("got %d rpc log lines, want 1:\n%s", len(lines), ts.logs.String())
+	lines := waitRPCLines(t, ts, 2)
+	if len(lines) != 2 {
+		t.Fatalf("got %d rpc log lines, want 2:\n%s", len(lines), ts.logs.String())
 	}
-	if lines[0].Code != "ResourceExhausted" || lines[0].Method != "/todo.v1.TodoService/CreateTodo" {
-		t.Errorf("log line = %+v, want CreateTodo with code ResourceExhausted", lines[0])
+	if lines[0].Code != "InvalidArgument" {
+		t.Errorf("first log line = %+v, want code InvalidArgument", lines[0])
 	}
-	if !strings.Contains(lines[0].Err, "larger than max") {
-		t.Errorf("log line err = %q, want grpc-go's reason", lines[0].Err)
+	if lines[1].Code != "ResourceExhausted" || lines[1].Method != "/todo.v1.TodoService/CreateTodo" {
+		t.Errorf("second log line = %+v, want CreateTodo with code ResourceExhausted", lines[1])
+	}
+	if !strings.Contains(lines[1].Err, "larger than max") {
+		t.Errorf("second log line err = %q, want grpc-go's reason", lines[1].Err)
+	}
+}
+
+func TestMessageAtLimitChecksFields(t *testing.T) {
+	ts := startServer(t)
+	ctx := ts.as(t, alice)
+
+	// A request of exactly MaxRequestBytes passes the size check, so the
+	// per-field limit on the description applies.
+	request := &todov1.CreateTodoRequest{Todo: &todov1.Todo{Title: "big"}}
+	base := proto.Size(request)
+	// The description adds a 1-byte tag and a 3-byte length to its text,
+	// and the length of todo grows from 1 to 3 bytes.
+	request.Todo.Description = strings.Repeat("x", grpcserver.MaxRequestBytes-base-6)
+	if got := proto.Size(request); got != grpcserver.MaxRequestBytes {
+		t.Fatalf("request is %d bytes, want %d", got, grpcserver.MaxRequestBytes)
+	}
+	_, err := ts.client.CreateTodo(ctx, request)
+	wantCode(t, err, codes.InvalidArgument)
+	want := []violation{{
+		field:       "todo.description",
+		description: fmt.Sprintf("must be at most %d bytes of UTF-8, got %d bytes", grpcserver.MaxDescriptionBytes, len(request.Todo.Description)),
+	}}
+	if diff := cmp.Diff(want, badRequestViolations(err), cmp.AllowUnexported(violation{})); diff != "" {
+		t.Errorf("CreateTodo at the size limit: BadRequest mismatch (-want +got):\n%s", diff)
 	}
 }
 

@@ -16,9 +16,15 @@ const (
 	MaxDescriptionBytes = 16 << 10
 	DefaultPageSize     = 50
 	MaxPageSize         = 1000
-	// MaxRecvMsgBytes is the largest request message the server decodes. It
-	// leaves room for a todo with the largest title and description.
-	MaxRecvMsgBytes = 64 << 10
+	// MaxRequestBytes is the largest TodoService request message accepted.
+	// It leaves room for a todo with the largest title and description. A
+	// larger request, up to MaxRecvMsgBytes, is rejected with a BadRequest
+	// that names its largest field.
+	MaxRequestBytes = 64 << 10
+	// MaxRecvMsgBytes is the transport cap (grpc.MaxRecvMsgSize). The server
+	// decodes messages up to this size, which bounds the memory a request
+	// takes, and grpc-go rejects larger ones with RESOURCE_EXHAUSTED.
+	MaxRecvMsgBytes = 4 * MaxRequestBytes
 	// MaxHeaderListBytes bounds the request metadata. grpc-go's default is
 	// 16 MiB, and the largest access token accepted is 8 KiB.
 	MaxHeaderListBytes = 16 << 10
