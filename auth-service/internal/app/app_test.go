@@ -20,8 +20,11 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"example.com/todoapp/auth-service/internal/app"
+	"example.com/todoapp/auth-service/internal/auth"
+	"example.com/todoapp/auth-service/internal/grpcserver"
 	authv1 "example.com/todoapp/proto/gen/auth/v1"
 )
 
@@ -580,9 +583,27 @@ func TestTransportLimits(t *testing.T) {
 	s := startServer(t)
 	ctx := testContext(t)
 
-	_, err := s.client.IntrospectToken(ctx, &authv1.IntrospectTokenRequest{Token: strings.Repeat("a", 20<<10)})
-	wantCode(t, "IntrospectToken(20 KiB message)", err, codes.ResourceExhausted)
+	// Between MaxRequestBytes and the transport cap, the request is decoded
+	// and rejected with a BadRequest naming its largest field.
+	signUpRequest := &authv1.SignUpRequest{Email: "big@example.com", Password: strings.Repeat("p", 20<<10)}
+	_, err := s.client.SignUp(ctx, signUpRequest)
+	wantTooLarge(t, "SignUp(20 KiB password)", err, "password", proto.Size(signUpRequest))
 
+	loginRequest := &authv1.LoginRequest{Email: "big@example.com", Password: strings.Repeat("p", 20<<10)}
+	_, err = s.client.Login(ctx, loginRequest)
+	wantTooLarge(t, "Login(20 KiB password)", err, "password", proto.Size(loginRequest))
+
+	introspectRequest := &authv1.IntrospectTokenRequest{Token: strings.Repeat("a", 20<<10)}
+	_, err = s.client.IntrospectToken(ctx, introspectRequest)
+	wantTooLarge(t, "IntrospectToken(20 KiB message)", err, "token", proto.Size(introspectRequest))
+
+	// Over the transport cap, grpc-go rejects the message before decoding.
+	_, err = s.client.IntrospectToken(ctx, &authv1.IntrospectTokenRequest{Token: strings.Repeat("a", grpcserver.MaxRecvMsgBytes)})
+	wantCode(t, "IntrospectToken(message over the transport cap)", err, codes.ResourceExhausted)
+	_, err = s.client.SignUp(ctx, &authv1.SignUpRequest{Email: "big@example.com", Password: strings.Repeat("p", grpcserver.MaxRecvMsgBytes)})
+	wantCode(t, "SignUp(message over the transport cap)", err, codes.ResourceExhausted)
+
+	// Within the size limit, the per-field limits apply.
 	_, err = s.client.IntrospectToken(ctx, &authv1.IntrospectTokenRequest{Token: strings.Repeat("a", 9<<10)})
 	st := wantCode(t, "IntrospectToken(9 KiB token)", err, codes.InvalidArgument)
 	if diff := cmp.Diff([]string{"token"}, fieldViolations(st)); diff != "" {
@@ -602,6 +623,65 @@ func TestTransportLimits(t *testing.T) {
 
 	// The server still serves normal requests afterwards.
 	signUp(t, s, "ada@example.com", "correct horse battery")
+}
+
+func TestRequestAtSizeLimit(t *testing.T) {
+	s := startServer(t)
+	ctx := testContext(t)
+
+	// A password that brings the request to exactly MaxRequestBytes gets
+	// the per-field violation, not the size violation. The password adds a
+	// 1-byte tag and a 2-byte length to its text.
+	request := &authv1.SignUpRequest{Email: "limit@example.com"}
+	request.Password = strings.Repeat("p", grpcserver.MaxRequestBytes-proto.Size(request)-3)
+	if got := proto.Size(request); got != grpcserver.MaxRequestBytes {
+		t.Fatalf("request is %d bytes, want %d", got, grpcserver.MaxRequestBytes)
+	}
+	_, err := s.client.SignUp(ctx, request)
+	st := wantCode(t, "SignUp(request at the size limit)", err, codes.InvalidArgument)
+	want := []violation{{Field: "password", Description: fmt.Sprintf("must be at most %d bytes", auth.MaxPasswordBytes)}}
+	if diff := cmp.Diff(want, badRequestViolations(st)); diff != "" {
+		t.Errorf("SignUp(request at the size limit) violations mismatch (-want +got):\n%s", diff)
+	}
+
+	// A valid SignUp padded with unknown field 15, which the server
+	// ignores, to exactly MaxRequestBytes. The padding adds a 1-byte tag
+	// and a 2-byte length.
+	var valid []byte
+	valid = protowire.AppendTag(valid, 1, protowire.BytesType)
+	valid = protowire.AppendString(valid, "padded@example.com")
+	valid = protowire.AppendTag(valid, 2, protowire.BytesType)
+	valid = protowire.AppendString(valid, "correct horse battery")
+	padding := strings.Repeat("x", grpcserver.MaxRequestBytes-len(valid)-3)
+	raw := protowire.AppendTag(slices.Clone(valid), 15, protowire.BytesType)
+	raw = protowire.AppendString(raw, padding)
+	if len(raw) != grpcserver.MaxRequestBytes {
+		t.Fatalf("raw request is %d bytes, want %d", len(raw), grpcserver.MaxRequestBytes)
+	}
+	var resp []byte
+	if err := s.conn.Invoke(ctx, "/auth.v1.AuthService/SignUp", &raw, &resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		t.Errorf("SignUp(valid request of exactly %d bytes) = %v, want nil", len(raw), err)
+	}
+
+	// One more byte of padding crosses the limit.
+	raw = protowire.AppendTag(slices.Clone(valid), 15, protowire.BytesType)
+	raw = protowire.AppendString(raw, padding+"x")
+	err = s.conn.Invoke(ctx, "/auth.v1.AuthService/SignUp", &raw, &resp, grpc.ForceCodecV2(rawCodec{}))
+	wantTooLarge(t, "SignUp(1 byte over the limit)", err, "(unknown field 15)", len(raw))
+}
+
+// wantTooLarge fails the test unless err is INVALID_ARGUMENT with one
+// BadRequest violation naming field as the largest of a size-byte request.
+func wantTooLarge(t *testing.T, call string, err error, field string, size int) {
+	t.Helper()
+	st := wantCode(t, call, err, codes.InvalidArgument)
+	want := []violation{{
+		Field:       field,
+		Description: fmt.Sprintf("request is %d bytes, the limit is %d bytes", size, grpcserver.MaxRequestBytes),
+	}}
+	if diff := cmp.Diff(want, badRequestViolations(st)); diff != "" {
+		t.Errorf("%s violations mismatch (-want +got):\n%s", call, diff)
+	}
 }
 
 func TestRunKeysCommands(t *testing.T) {

@@ -172,6 +172,26 @@ func fieldViolations(st *status.Status) []string {
 	return fields
 }
 
+// violation is one field violation of a google.rpc.BadRequest.
+type violation struct {
+	Field       string
+	Description string
+}
+
+// badRequestViolations returns the field violations of the BadRequest
+// detail of st.
+func badRequestViolations(st *status.Status) []violation {
+	var vs []violation
+	for _, detail := range st.Details() {
+		if br, ok := detail.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				vs = append(vs, violation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		}
+	}
+	return vs
+}
+
 func retryDelay(st *status.Status) time.Duration {
 	for _, detail := range st.Details() {
 		if ri, ok := detail.(*errdetails.RetryInfo); ok {

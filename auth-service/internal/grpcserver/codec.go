@@ -1,12 +1,13 @@
 package grpcserver
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec wrapped below
+	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec that requestCodec wraps
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -15,54 +16,99 @@ import (
 	"example.com/todoapp/auth-service/internal/auth"
 )
 
-// utf8Codec is the server's proto codec. protobuf-go rejects a string field
-// holding invalid UTF-8 while decoding, and grpc-go turns that into an
-// INTERNAL status that never reaches an interceptor. For auth.v1 requests,
-// utf8Codec instead replaces the invalid bytes with U+FFFD, decodes the
-// result, and records the field names, so that the unary interceptor can
-// return INVALID_ARGUMENT with a BadRequest naming each field before any
-// handler runs.
-type utf8Codec struct {
+// authPackage is the proto package of the requests that requestCodec checks.
+const authPackage = "auth.v1"
+
+// requestCodec is the server's proto codec. It records two kinds of auth.v1
+// request so that the unary interceptor can return INVALID_ARGUMENT with a
+// BadRequest naming the field before any handler runs, which grpc-go
+// (v1.85.0) cannot do because it fails them before any interceptor runs:
+//   - protobuf-go rejects a string field holding invalid UTF-8 while
+//     decoding, and grpc-go turns that into INTERNAL. requestCodec instead
+//     replaces the invalid bytes with U+FFFD, decodes the result, and
+//     records the field names.
+//   - grpc-go rejects a message over grpc.MaxRecvMsgSize with
+//     RESOURCE_EXHAUSTED. The server sets that transport cap to
+//     MaxRecvMsgBytes, four times MaxRequestBytes, and requestCodec records
+//     a message between the two with its size and its largest field.
+type requestCodec struct {
 	inner encoding.CodecV2
 }
 
-// invalidUTF8Fields maps a decoded request message (by pointer) to the
-// names of its fields that held invalid UTF-8. The unary interceptor
-// removes each entry. Only auth.v1 messages are recorded, and every
-// auth.v1 method is unary, so no entry outlives its request.
-var invalidUTF8Fields sync.Map
-
-func newUTF8Codec() utf8Codec {
-	return utf8Codec{inner: encoding.GetCodecV2("proto")}
+// decodeFindings records the problems requestCodec found in one request.
+type decodeFindings struct {
+	// invalidUTF8 names the string fields that held invalid UTF-8.
+	invalidUTF8 []string
+	// size is the encoded size of a request over MaxRequestBytes, and 0
+	// for a request within the limit.
+	size int
+	// largestField is the path of the largest field when size is set.
+	largestField string
 }
 
-func (c utf8Codec) Name() string { return c.inner.Name() }
+// requestFindings maps a decoded request message (by pointer) to its
+// *decodeFindings. The unary interceptor removes each entry. Only auth.v1
+// messages are recorded, and every auth.v1 method is unary, so no entry
+// outlives its request.
+var requestFindings sync.Map
 
-func (c utf8Codec) Marshal(v any) (mem.BufferSlice, error) { return c.inner.Marshal(v) }
+func newRequestCodec() requestCodec {
+	return requestCodec{inner: encoding.GetCodecV2("proto")}
+}
 
-func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.inner.Unmarshal(data, v)
-	if err == nil {
-		return nil
+func (c requestCodec) Name() string { return c.inner.Name() }
+
+func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) { return c.inner.Marshal(v) }
+
+func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	invalidUTF8, err := c.decode(data, v)
+	if err != nil {
+		return err
 	}
 	msg, ok := v.(proto.Message)
 	if !ok {
-		return err
+		return nil
+	}
+	findings := &decodeFindings{invalidUTF8: invalidUTF8}
+
+	// NOTE: messages of other packages (health, reflection) are limited
+	// only by the transport cap MaxRecvMsgBytes.
+	desc := msg.ProtoReflect().Descriptor()
+	if data.Len() > MaxRequestBytes && desc.ParentFile().Package() == authPackage {
+		findings.size = data.Len()
+		findings.largestField = largestField(data.Materialize(), desc, "", 0)
+	}
+	if len(findings.invalidUTF8) > 0 || findings.size > 0 {
+		requestFindings.Store(msg, findings)
+	}
+	return nil
+}
+
+// decode unmarshals data into v. For an auth.v1 request with invalid UTF-8
+// in string fields, it decodes a repaired copy and returns the names of
+// those fields.
+func (c requestCodec) decode(data mem.BufferSlice, v any) ([]string, error) {
+	err := c.inner.Unmarshal(data, v)
+	if err == nil {
+		return nil, nil
+	}
+	msg, ok := v.(proto.Message)
+	if !ok {
+		return nil, err
 	}
 	desc := msg.ProtoReflect().Descriptor()
-	if desc.ParentFile().Package() != "auth.v1" {
-		return err
+	if desc.ParentFile().Package() != authPackage {
+		return nil, err
 	}
 
 	fixed, fields, ok := replaceInvalidUTF8(data.Materialize(), desc)
 	if !ok || len(fields) == 0 {
-		return err
+		return nil, err
 	}
 	if err := proto.Unmarshal(fixed, msg); err != nil {
-		return err
+		return nil, err
 	}
-	invalidUTF8Fields.Store(msg, fields)
-	return nil
+	return fields, nil
 }
 
 // replaceInvalidUTF8 copies the top-level fields of a wire-format message,
@@ -100,15 +146,24 @@ func replaceInvalidUTF8(raw []byte, desc protoreflect.MessageDescriptor) (fixed 
 	return fixed, fields, true
 }
 
-// takeInvalidUTF8 returns an *auth.InvalidArgumentError naming the fields
-// of req that held invalid UTF-8, or nil, and deletes the entry of req.
-func takeInvalidUTF8(req any) error {
-	value, ok := invalidUTF8Fields.LoadAndDelete(req)
+// takeFindings returns an *auth.InvalidArgumentError for the problems that
+// requestCodec found in req, or nil, and deletes the entry of req. A
+// request over MaxRequestBytes gets only the size violation, because its
+// other fields are not checked.
+func takeFindings(req any) error {
+	value, ok := requestFindings.LoadAndDelete(req)
 	if !ok {
 		return nil
 	}
+	findings := value.(*decodeFindings)
+	if findings.size > 0 {
+		return &auth.InvalidArgumentError{Violations: []auth.FieldViolation{{
+			Field:       findings.largestField,
+			Description: fmt.Sprintf("request is %d bytes, the limit is %d bytes", findings.size, MaxRequestBytes),
+		}}}
+	}
 	var violations []auth.FieldViolation
-	for _, field := range value.([]string) {
+	for _, field := range findings.invalidUTF8 {
 		violations = append(violations, auth.FieldViolation{Field: field, Description: "must be valid UTF-8"})
 	}
 	return &auth.InvalidArgumentError{Violations: violations}

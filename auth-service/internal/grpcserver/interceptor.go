@@ -93,7 +93,7 @@ func unaryInterceptor(logger *slog.Logger, m *metrics) grpc.UnaryServerIntercept
 					resp, err = nil, status.Error(codes.Internal, "internal error")
 				}
 			}()
-			if err = takeInvalidUTF8(req); err == nil {
+			if err = takeFindings(req); err == nil {
 				resp, err = handler(ctx, req)
 			}
 		}()

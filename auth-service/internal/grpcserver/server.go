@@ -26,8 +26,15 @@ import (
 // Transport limits. Every auth request is small: the largest is an
 // IntrospectToken with an access token of at most 8 KiB.
 const (
-	// MaxRecvMsgBytes caps a request message (grpc-go's default is 4 MiB).
-	MaxRecvMsgBytes = 16 << 10
+	// MaxRequestBytes is the largest AuthService request message accepted.
+	// A larger request, up to MaxRecvMsgBytes, is rejected with
+	// INVALID_ARGUMENT and a BadRequest that names its largest field.
+	MaxRequestBytes = 16 << 10
+	// MaxRecvMsgBytes is the transport cap (grpc.MaxRecvMsgSize, whose
+	// default is 4 MiB). The server decodes messages up to this size, which
+	// bounds the memory a request takes, and grpc-go rejects larger ones
+	// with RESOURCE_EXHAUSTED.
+	MaxRecvMsgBytes = 4 * MaxRequestBytes
 	// MaxHeaderListBytes caps the request metadata (grpc-go's default is
 	// 16 MiB); a bearer token and a request ID need far less.
 	MaxHeaderListBytes = 16 << 10
@@ -78,7 +85,7 @@ func New(cfg Config, svc *auth.Service) (*Transport, error) {
 	server := grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-		grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
 		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
 	)
