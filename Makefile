@@ -14,6 +14,8 @@ KUBECONFORM_VERSION := v0.8.0
 KUSTOMIZE_VERSION := v5.8.1
 
 MODULES := proto auth-service todo-service deploy
+# PostgreSQL that bench and soak use when TEST_DATABASE_URL is not set.
+LOCAL_POSTGRES_URL := postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 GO_PACKAGES := ./proto/... ./auth-service/... ./todo-service/... ./deploy/...
 
 .PHONY: all build run test fuzz proto lint validate bench soak faults images tools clean
@@ -73,10 +75,12 @@ validate: $(BIN)/kustomize $(BIN)/kubeconform
 ## bench: load, scale and memory runs against the real binaries on
 ## PostgreSQL (TEST_DATABASE_URL); prints the tables BENCHMARKS.md records.
 bench: $(BIN)/ghz
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(LOCAL_POSTGRES_URL)} \
 	go test -tags bench -run TestBench -v -count=1 -timeout 60m ./deploy/bench
 
 ## soak: ten minutes at half the measured capacity (not run by CI).
 soak: $(BIN)/ghz
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(LOCAL_POSTGRES_URL)} BENCH_SOAK=1 \
 	go test -tags bench -run TestSoak -v -count=1 -timeout 30m ./deploy/bench
 
 ## faults: PostgreSQL restart, auth-service kill and SIGTERM under load.
@@ -96,6 +100,7 @@ lint: $(BIN)/buf
 	@unformatted=$$(gofmt -l proto auth-service todo-service deploy); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet $(GO_PACKAGES)
+	go vet -tags bench,faults ./deploy/...
 	cd proto && $(BIN)/buf lint
 
 clean:
