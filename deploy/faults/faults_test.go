@@ -206,6 +206,14 @@ func TestPostgresRestartDuringWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d creates, %d OK, %d failed around the restart: %v", len(all), len(created), len(duringOutage), codeCounts(duringOutage))
+	for _, c := range duringOutage {
+		// A database outage is a condition the client may retry, so it
+		// must not reach clients as INTERNAL.
+		if c.code != codes.Unavailable {
+			t.Errorf("a create failed during the outage with %v, want UNAVAILABLE", c.code)
+			break
+		}
+	}
 	if recovered.IsZero() {
 		t.Fatalf("no CreateTodo succeeded within %s of PostgreSQL accepting connections again\n%s", recoveryBound+10*time.Second, todo.Logs())
 	}
