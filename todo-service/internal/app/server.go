@@ -184,7 +184,7 @@ func (s *Server) shutdown() {
 	s.health.Shutdown()
 	if s.cfg.ShutdownDelay > 0 {
 		// Health checks that poll (Kubernetes readiness, load balancers)
-		// only learn of the shutdown if the server still answers them for
+		// only learn of the shutdown if the server still responds to them for
 		// a while after NOT_SERVING.
 		s.logger.Info("health is NOT_SERVING; still serving until the shutdown delay passes", "shutdown_delay", s.cfg.ShutdownDelay)
 		time.Sleep(s.cfg.ShutdownDelay)

@@ -13,7 +13,7 @@ import (
 
 // IsUnavailable reports whether err means that the database could not be
 // reached or is restarting, so the same request may succeed when retried
-// later. Callers answer such errors with UNAVAILABLE instead of INTERNAL.
+// later. Callers map such errors to UNAVAILABLE instead of INTERNAL.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
