@@ -19,6 +19,7 @@ import (
 
 	"example.com/todoapp/auth-service/internal/auth"
 	"example.com/todoapp/auth-service/internal/keys"
+	"example.com/todoapp/auth-service/internal/store"
 )
 
 // EnvPrefix is prepended to the upper-cased flag name, with dashes turned
@@ -456,7 +457,7 @@ func decodeKEK(encoded string) ([]byte, error) {
 func (c Config) LogAttrs() []slog.Attr {
 	database := "sqlite " + c.SQLitePath()
 	if c.DatabaseURL != "" {
-		database = "postgres " + redactURL(c.DatabaseURL)
+		database = "postgres " + store.RedactURL(c.DatabaseURL)
 	}
 	proxies := make([]string, len(c.TrustedProxies))
 	for i, p := range c.TrustedProxies {
@@ -497,19 +498,6 @@ func (c Config) LogAttrs() []slog.Attr {
 			slog.Duration("jwks_max_age", c.Keys.JWKSMaxAge),
 			slog.Duration("poll_interval", c.Keys.PollInterval)),
 	}
-}
-
-// redactURL replaces the user information of a URL, which may contain a
-// password.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if u.User != nil {
-		u.User = url.User("REDACTED")
-	}
-	return u.String()
 }
 
 func splitList(s string) []string {

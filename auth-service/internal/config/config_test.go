@@ -189,6 +189,26 @@ func TestLogAttrsHideSecrets(t *testing.T) {
 	}
 }
 
+func TestLogAttrsHideQueryPassword(t *testing.T) {
+	databaseURL := "postgres://127.0.0.1:5432/db?sslmode=disable&password=s3cret&user=postgres"
+	c, err := parse(t, []string{"-database-url", databaseURL}, map[string]string{"AUTH_KEK": testKEK})
+	if err != nil {
+		t.Fatalf("parse() = %v", err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).LogAttrs(t.Context(), slog.LevelInfo, "settings", c.LogAttrs()...)
+	out := b.String()
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("log line %q contains the password", out)
+	}
+	if !strings.Contains(out, "password=xxxxx") {
+		t.Errorf("log line %q does not show the redacted password parameter", out)
+	}
+	if !strings.Contains(out, "sslmode=disable") {
+		t.Errorf("log line %q lost the other query parameters", out)
+	}
+}
+
 func TestDatabaseURLFile(t *testing.T) {
 	dir := t.TempDir()
 	urlFile := filepath.Join(dir, "database-url")

@@ -51,6 +51,33 @@ func TestOpenRejectsUnknownScheme(t *testing.T) {
 	}
 }
 
+func TestOpenRedactsQueryPassword(t *testing.T) {
+	_, err := store.Open(t.Context(), store.Config{DatabaseURL: "mysql://db/auth?user=app&password=secret"})
+	if err == nil {
+		t.Fatal("Open(mysql URL) = nil error, want an error")
+	}
+	if got := err.Error(); !contains(got, "password=xxxxx") || contains(got, "secret") {
+		t.Errorf("Open(mysql URL) error = %q, want the URL with password=xxxxx", got)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{"postgres://127.0.0.1:5432/db?sslmode=disable&password=s3cret&user=postgres",
+			"postgres://127.0.0.1:5432/db?password=xxxxx&sslmode=disable&user=postgres"},
+		{"postgres://app:s3cret@db:5432/auth", "postgres://REDACTED@db:5432/auth"},
+		{"postgres://app:s3cret@db/auth?password=other", "postgres://REDACTED@db/auth?password=xxxxx"},
+		{"postgres://db/auth?sslmode=disable", "postgres://db/auth?sslmode=disable"},
+	}
+	for _, tt := range tests {
+		if got := store.RedactURL(tt.in); got != tt.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 // TestMigrateConcurrentPostgres runs the migrations from several connections
 // at once against one database and checks that each applies exactly once.
 func TestMigrateConcurrentPostgres(t *testing.T) {

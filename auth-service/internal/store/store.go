@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func resolve(cfg Config) (Dialect, string, error) {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
 		return Postgres, url, nil
 	case url != "":
-		return "", "", fmt.Errorf("unsupported database URL scheme in %q: use postgres:// or leave it empty for SQLite", redactURL(url))
+		return "", "", fmt.Errorf("unsupported database URL scheme in %q: use postgres:// or leave it empty for SQLite", RedactURL(url))
 	}
 
 	if cfg.SQLitePath == "" {
@@ -102,24 +103,30 @@ func resolve(cfg Config) (Dialect, string, error) {
 	return SQLite, dsn, nil
 }
 
-// redactURL drops the user information from a URL so it can appear in an
-// error or a log line without a password.
-func redactURL(url string) string {
-	scheme, rest, ok := strings.Cut(url, "://")
-	if !ok {
+// RedactURL returns a database URL that can appear in an error or a log
+// line: the user information becomes REDACTED and a password query
+// parameter becomes xxxxx.
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
 		return "(unparsable URL)"
 	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = "REDACTED@" + rest[at+1:]
+	if u.User != nil {
+		u.User = url.User("REDACTED")
 	}
-	return scheme + "://" + rest
+	query := u.Query()
+	if query.Has("password") {
+		query.Set("password", "xxxxx")
+		u.RawQuery = query.Encode()
+	}
+	return u.String()
 }
 
 // Describe returns the store kind and location for a start-up log line,
 // without credentials.
 func (c Config) Describe() string {
 	if c.DatabaseURL != "" {
-		return "postgres " + redactURL(c.DatabaseURL)
+		return "postgres " + RedactURL(c.DatabaseURL)
 	}
 	return "sqlite " + c.SQLitePath
 }
