@@ -63,10 +63,13 @@ run: build $(BIN)/grpcurl
 test:
 	go test -count=1 $(GO_PACKAGES)
 
-## fuzz: run the access-token parser fuzz target for FUZZTIME.
+## fuzz: run each access-token parser fuzz target for FUZZTIME.
 FUZZTIME ?= 1m
+FUZZ_TARGETS := FuzzVerify FuzzVerifySegments FuzzJSONScanner
 fuzz:
-	go test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./proto/accesstoken
+	for target in $(FUZZ_TARGETS); do \
+		go test -run='^$$' -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) ./proto/accesstoken || exit 1; \
+	done
 
 ## validate: render each Kubernetes overlay and check it against the schemas.
 validate: $(BIN)/kustomize $(BIN)/kubeconform

@@ -69,7 +69,12 @@ Press Ctrl-C to stop both.
 
 TEXT
 
-# Stop everything as soon as either service exits on its own.
-wait -n "${pids[@]}"
-echo "a service exited; stopping the other" >&2
-exit 1
+# Stop everything as soon as either service exits. A service that exits
+# with status 0 was stopped by a signal, for example Ctrl-C in this
+# terminal, which reaches both services at once: that is a normal stop.
+status=0
+wait -n "${pids[@]}" || status=$?
+if [ "$status" -ne 0 ]; then
+	echo "a service exited with status $status; stopping the other" >&2
+fi
+exit "$status"
