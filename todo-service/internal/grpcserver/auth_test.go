@@ -307,6 +307,38 @@ func rpcLogLines(t *testing.T, logs string) []logLine {
 	return lines
 }
 
+// levelLine is the method and level of one RPC log record.
+type levelLine struct {
+	method string
+	level  string
+}
+
+// rpcLogLevels returns the method and level of every RPC log record in
+// logs. It checks that there are as many as lines, which waitRPCLines
+// returned.
+func rpcLogLevels(t *testing.T, lines []logLine, logs string) []levelLine {
+	t.Helper()
+	var levels []levelLine
+	scanner := bufio.NewScanner(strings.NewReader(logs))
+	for scanner.Scan() {
+		var record struct {
+			Msg    string `json:"msg"`
+			Method string `json:"method"`
+			Level  string `json:"level"`
+		}
+		if err := json.Unmarshal(scanner.Bytes(), &record); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, scanner.Text())
+		}
+		if record.Msg == "rpc" {
+			levels = append(levels, levelLine{method: record.Method, level: record.Level})
+		}
+	}
+	if len(levels) < len(lines) {
+		t.Fatalf("got %d rpc log levels, want %d:\n%s", len(levels), len(lines), logs)
+	}
+	return levels
+}
+
 func TestOneLogLinePerRPC(t *testing.T) {
 	ts := startServer(t)
 	ctx := metadata.AppendToOutgoingContext(ts.as(t, alice), "x-request-id", "req-123")

@@ -7,9 +7,11 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec that requestCodec wraps
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -26,16 +28,25 @@ const invalidUTF8Marker = protowire.MaxValidNumber
 // tooLargeMark in wire format. No message of this API uses the number.
 const tooLargeMarker = protowire.MaxValidNumber - 1
 
+// malformedMarker is the field number of the unknown field that
+// requestCodec puts on an emptied request whose bytes it could not decode.
+// No message of this API uses the number.
+const malformedMarker = protowire.MaxValidNumber - 2
+
+// msgMalformed is the status message for a request marked malformed. It
+// echoes nothing of the request.
+const msgMalformed = "invalid request: malformed protobuf message"
+
 // todoPackage is the proto package of the requests that requestCodec checks.
 const todoPackage = "todo.v1"
 
 // maxRepairDepth bounds the message nesting that requestCodec walks.
 const maxRepairDepth = 32
 
-// requestCodec is the server's proto codec. It marks two kinds of todo.v1
-// request so that the unary interceptor rejectMarkedRequests rejects them
-// with INVALID_ARGUMENT and a BadRequest naming the field, which grpc-go
-// (v1.85.0) cannot do because it fails them before any interceptor runs:
+// requestCodec is the server's proto codec. It marks three kinds of
+// todo.v1 request so that the unary interceptor rejectMarkedRequests
+// rejects them with INVALID_ARGUMENT, which grpc-go (v1.85.0) cannot do
+// because it fails them before any interceptor runs:
 //   - protobuf-go rejects a string field holding invalid UTF-8, and grpc-go
 //     reports that as INTERNAL. requestCodec instead replaces the invalid
 //     bytes with U+FFFD, decodes the result, and marks each field.
@@ -43,9 +54,12 @@ const maxRepairDepth = 32
 //     RESOURCE_EXHAUSTED. The server sets that transport cap to
 //     MaxRecvMsgBytes, four times MaxRequestBytes, and requestCodec marks a
 //     message between the two with its size and its largest field.
+//   - Any other decoding error is INTERNAL in grpc-go. requestCodec instead
+//     empties the message and marks it malformed.
 //
-// Other decoding errors, and messages of other packages, keep the default
-// behaviour.
+// Because the auth interceptor runs before rejectMarkedRequests, a marked
+// request without a valid token still gets UNAUTHENTICATED. Messages of
+// other packages keep the default behaviour.
 type requestCodec struct {
 	base encoding.CodecV2
 }
@@ -83,7 +97,9 @@ func (c *requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // decode unmarshals data into v, repairing invalid UTF-8 in todo.v1
-// requests and marking the repaired fields.
+// requests and marking the repaired fields. A todo.v1 request that cannot
+// be decoded even after the repair is emptied and marked malformed, and
+// decode returns nil for it.
 func (c *requestCodec) decode(data mem.BufferSlice, v any) error {
 	err := c.base.Unmarshal(data, v)
 	if err == nil {
@@ -100,12 +116,11 @@ func (c *requestCodec) decode(data mem.BufferSlice, v any) error {
 
 	var paths []string
 	fixed, ok := repairUTF8(nil, data.Materialize(), desc, "", 0, &paths)
-	if !ok || len(paths) == 0 {
-		return err
-	}
 	proto.Reset(msg)
-	if proto.Unmarshal(fixed, msg) != nil {
-		return err
+	if !ok || len(paths) == 0 || proto.Unmarshal(fixed, msg) != nil {
+		proto.Reset(msg)
+		markMalformed(msg.ProtoReflect())
+		return nil
 	}
 
 	m := msg.ProtoReflect()
@@ -116,6 +131,13 @@ func (c *requestCodec) decode(data mem.BufferSlice, v any) error {
 	}
 	m.SetUnknown(unknown)
 	return nil
+}
+
+// markMalformed sets the malformed mark as the only unknown field of m,
+// which the caller has reset.
+func markMalformed(m protoreflect.Message) {
+	mark := protowire.AppendTag(nil, malformedMarker, protowire.BytesType)
+	m.SetUnknown(protowire.AppendBytes(mark, nil))
 }
 
 // repairUTF8 appends to dst a copy of the wire-format message raw of type
@@ -179,8 +201,9 @@ func repairUTF8(dst, raw []byte, desc protoreflect.MessageDescriptor, prefix str
 
 // takeMarks removes the marks that requestCodec left on req and returns
 // INVALID_ARGUMENT naming the marked fields, or nil when there are none.
-// A request marked too large gets only that violation, because its other
-// fields are not checked.
+// A request marked malformed gets a plain INVALID_ARGUMENT without
+// BadRequest, because no field of it could be decoded. A request marked too
+// large gets only that violation, because its other fields are not checked.
 func takeMarks(req any) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
@@ -194,6 +217,7 @@ func takeMarks(req any) error {
 
 	var kept []byte
 	var vs, tooLarge violations
+	malformed := false
 	for len(unknown) > 0 {
 		num, typ, tagLen := protowire.ConsumeTag(unknown)
 		valueLen := -1
@@ -209,8 +233,12 @@ func takeMarks(req any) error {
 		field := unknown[:tagLen+valueLen]
 		unknown = unknown[tagLen+valueLen:]
 
-		if typ != protowire.BytesType || (num != invalidUTF8Marker && num != tooLargeMarker) {
+		if typ != protowire.BytesType || (num != invalidUTF8Marker && num != tooLargeMarker && num != malformedMarker) {
 			kept = append(kept, field...)
+			continue
+		}
+		if num == malformedMarker {
+			malformed = true
 			continue
 		}
 		// A client can send these field numbers itself, so the values are
@@ -224,6 +252,9 @@ func takeMarks(req any) error {
 		vs.add(checkedPath(string(value)), "must be valid UTF-8")
 	}
 	m.SetUnknown(kept)
+	if malformed {
+		return status.Error(codes.InvalidArgument, msgMalformed)
+	}
 	if len(tooLarge) > 0 {
 		// requestCodec appends its mark after any the client sent.
 		return tooLarge[len(tooLarge)-1:].err()

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -109,12 +110,57 @@ func TestInvalidUTF8NeedsToken(t *testing.T) {
 
 func TestMalformedWireFormat(t *testing.T) {
 	ts := startServer(t)
-	request := []byte{0x0a, 0x10, 'x'} // field 1 claims 16 bytes, has 1
+	ctx := ts.as(t, alice)
+
+	tests := []struct {
+		name    string
+		method  string
+		request []byte
+	}{
+		{name: "create invalid tag", method: "/todo.v1.TodoService/CreateTodo", request: []byte{0xff, 0xff, 0xff, 0xff}},
+		{name: "get truncated field", method: "/todo.v1.TodoService/GetTodo", request: []byte{0x0a, 0x10, 'x'}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var reply []byte
+			err := ts.conn.Invoke(ctx, tt.method, &tt.request, &reply, grpc.ForceCodecV2(rawCodec{}))
+			wantCode(t, err, codes.InvalidArgument)
+			if got, want := status.Convert(err).Message(), "invalid request: malformed protobuf message"; got != want {
+				t.Errorf("status message = %q, want %q", got, want)
+			}
+		})
+	}
+
+	for _, line := range rpcLogLevels(t, waitRPCLines(t, ts, len(tests)), ts.logs.String()) {
+		if line.level == "ERROR" {
+			t.Errorf("%s logged at level ERROR, want INFO or WARN", line.method)
+		}
+	}
+}
+
+func TestMalformedWireFormatNeedsToken(t *testing.T) {
+	ts := startServer(t)
+	request := []byte{0xff, 0xff, 0xff, 0xff}
 
 	var reply []byte
-	err := ts.conn.Invoke(ts.as(t, alice), "/todo.v1.TodoService/GetTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
-	if err == nil {
-		t.Fatal("GetTodo with truncated wire format succeeded")
+	err := ts.conn.Invoke(testContext(t), "/todo.v1.TodoService/CreateTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
+	wantCode(t, err, codes.Unauthenticated)
+}
+
+// A malformed request to a service outside todo.v1 still fails inside
+// grpc-go with INTERNAL, but the client caused it, so it must not be logged
+// at level ERROR.
+func TestMalformedHealthCheckNotLoggedAsError(t *testing.T) {
+	ts := startServer(t)
+	request := []byte{0xff, 0xff, 0xff, 0xff}
+
+	var reply []byte
+	err := ts.conn.Invoke(testContext(t), "/grpc.health.v1.Health/Check", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
+	wantCode(t, err, codes.Internal)
+
+	lines := rpcLogLevels(t, waitRPCLines(t, ts, 1), ts.logs.String())
+	if got := lines[0].level; got != "WARN" {
+		t.Errorf("malformed health check logged at level %s, want WARN", got)
 	}
 }
 
