@@ -15,13 +15,8 @@ import (
 	"example.com/todoapp/todo-service/internal/store"
 )
 
-const usage = `Usage: todo-service [command] [flags]
-
-Commands:
-  serve    run the gRPC and HTTP servers until SIGINT or SIGTERM (default)
-  migrate  apply the database migrations and exit
-
-Run "todo-service COMMAND -h" for the flags of a command.
+const usage = config.Usage + `
+Run "todo-service -h" for the flags.
 `
 
 // Run runs the command named by args[0], "serve" when args is empty or

@@ -595,6 +595,22 @@ func TestRunUnknownCommand(t *testing.T) {
 	}
 }
 
+func TestRunHelpListsCommands(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"serve", "-h"}, {"migrate", "-h"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var out syncBuffer
+			if err := app.Run(testContext(t), args, func(string) string { return "" }, &out); err != nil {
+				t.Fatalf("Run(%q) = %v, want nil", args, err)
+			}
+			for _, want := range []string{"todo-service [serve] [flags]", "todo-service migrate [flags]", "-grpc-addr"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("Run(%q) usage text lacks %q:\n%s", args, want, out.String())
+				}
+			}
+		})
+	}
+}
+
 // TestRunServeFromEnv runs the default command with its settings in the
 // environment, as a container would, and stops it by cancelling ctx.
 func TestRunServeFromEnv(t *testing.T) {

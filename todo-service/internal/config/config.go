@@ -103,6 +103,14 @@ func Default() Config {
 	return cfg
 }
 
+// Usage lists the commands of todo-service. Both take the flags that Parse
+// reads, and Parse prints it before them for -h.
+const Usage = `Usage:
+  todo-service [serve] [flags]   run the gRPC and HTTP servers until SIGINT
+                                 or SIGTERM, after migrating (the default)
+  todo-service migrate [flags]   apply the database migrations and exit
+`
+
 // Parse returns the settings from args, falling back to the environment
 // that getenv reads and then to Default. A flag given in args wins over
 // its environment variable. Usage text for -h goes to output, and then
@@ -156,8 +164,8 @@ func Parse(name string, args []string, getenv func(string) string, output io.Wri
 		"maximum number of verified tokens cached with -token-check offline; 0 disables the cache, and introspect mode ignores it")
 
 	fs.Usage = func() {
-		fmt.Fprintf(output, "Usage: %s [flags]\n\nEvery flag can also be set by an environment variable, "+
-			"for example -grpc-addr by %sGRPC_ADDR. A flag wins over its variable.\n\nFlags:\n", name, EnvPrefix)
+		fmt.Fprintf(output, "%s\nEvery flag can also be set by an environment variable, "+
+			"for example -grpc-addr by %sGRPC_ADDR. A flag wins over its variable.\n\nFlags:\n", Usage, EnvPrefix)
 		fs.PrintDefaults()
 	}
 
