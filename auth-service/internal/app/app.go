@@ -148,7 +148,13 @@ func migrate(ctx context.Context, cfg config.Config, logger *slog.Logger) error 
 }
 
 func runKeys(ctx context.Context, cfg config.Config, logger *slog.Logger, command string, dropCurrent bool, stdout io.Writer) error {
-	kek, err := cfg.LoadKEK(logger)
+	st, err := openMigratedStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	kek, err := loadKEK(ctx, cfg, logger, st, false)
 	if err != nil {
 		return err
 	}
@@ -156,11 +162,6 @@ func runKeys(ctx context.Context, cfg config.Config, logger *slog.Logger, comman
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 
 	manager, err := newKeyManager(st, kek, previousKEK, cfg, logger, nil)
 	if err != nil {
@@ -195,6 +196,56 @@ func runKeys(ctx context.Context, cfg config.Config, logger *slog.Logger, comman
 		return fmt.Errorf("list signing keys: %w", err)
 	}
 	return printKeys(stdout, infos)
+}
+
+// openMigratedStore opens the store for the keys commands, which need the
+// schema that `auth-service migrate` creates. Unlike openStore, it creates
+// no SQLite file.
+func openMigratedStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
+	if cfg.DatabaseURL == "" {
+		if _, err := os.Stat(cfg.SQLitePath()); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no SQLite database at %s: run `auth-service migrate` first", cfg.SQLitePath())
+		}
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := st.PendingMigrations(ctx)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if len(pending) > 0 {
+		st.Close()
+		return nil, fmt.Errorf("the database lacks migrations %s: run `auth-service migrate` first", strings.Join(pending, ", "))
+	}
+	return st, nil
+}
+
+// loadKEK returns the KEK of cfg. In -dev mode, generate allows creating a
+// missing <data-dir>/kek, which happens only while st contains no signing
+// keys, because a new KEK cannot open keys sealed with a lost one.
+func loadKEK(ctx context.Context, cfg config.Config, logger *slog.Logger, st *store.Store, generate bool) ([]byte, error) {
+	sealed := 0
+	if cfg.Dev {
+		var err error
+		if sealed, err = keys.CountKeys(ctx, st.DB()); err != nil {
+			return nil, err
+		}
+	}
+
+	kek, err := cfg.LoadKEK(logger, generate && sealed == 0)
+	switch {
+	case !errors.Is(err, config.ErrDevKEKMissing):
+		return kek, err
+	case sealed > 0:
+		return nil, fmt.Errorf("%w, but the database contains %d signing keys sealed with the KEK from that file, which a new KEK "+
+			"cannot open: restore the file, or set %s or -kek-file to that KEK", err, sealed, config.KEKEnv)
+	default:
+		return nil, fmt.Errorf("%w: the keys commands do not create it, so start `auth-service -dev` once "+
+			"to generate it, or set %s or -kek-file", err, config.KEKEnv)
+	}
 }
 
 // newKeyManager returns the signing-key manager over st with the primary

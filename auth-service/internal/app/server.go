@@ -78,15 +78,6 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serv
 		}
 	}()
 
-	kek, err := cfg.LoadKEK(logger)
-	if err != nil {
-		return nil, err
-	}
-	previousKEK, err := cfg.LoadPreviousKEK()
-	if err != nil {
-		return nil, err
-	}
-
 	s.store, err = store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, SQLitePath: cfg.SQLitePath()})
 	if err != nil {
 		return nil, err
@@ -96,6 +87,17 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serv
 		return nil, err
 	}
 	logger.Info("database ready", "store", string(s.store.Dialect()), "migrations_applied", applied)
+
+	// The KEK is loaded after the migrations, because -dev may generate
+	// one only while the database holds no signing keys.
+	kek, err := loadKEK(ctx, cfg, logger, s.store, true)
+	if err != nil {
+		return nil, err
+	}
+	previousKEK, err := cfg.LoadPreviousKEK()
+	if err != nil {
+		return nil, err
+	}
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

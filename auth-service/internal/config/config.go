@@ -106,7 +106,7 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://...); empty uses SQLite at <data-dir>/auth.db")
 	fs.StringVar(&c.DatabaseURLFile, "database-url-file", "", "`file` containing the PostgreSQL URL, surrounding whitespace trimmed; use instead of -database-url")
 	fs.StringVar(&c.DataDir, "data-dir", "data/auth", "`directory` for the SQLite database and the -dev key-encryption key")
-	fs.BoolVar(&c.Dev, "dev", false, "local mode: generate a missing key-encryption key into <data-dir>/kek")
+	fs.BoolVar(&c.Dev, "dev", false, "local mode: generate a missing key-encryption key into <data-dir>/kek while the database contains no signing keys")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "`file` with the key-encryption key, base64 of 32 bytes (or set "+KEKEnv+")")
 	fs.StringVar(&c.PreviousKEKFile, "previous-kek-file", "",
 		"`file` with the previous key-encryption key, which opens stored signing keys until `keys rewrap` re-seals them under the current one (or set "+PreviousKEKEnv+")")
@@ -380,10 +380,17 @@ func (c Config) LoadPreviousKEK() ([]byte, error) {
 	return nil, nil
 }
 
+// ErrDevKEKMissing is returned by LoadKEK in -dev mode when <data-dir>/kek
+// does not exist and the caller does not allow generating it.
+var ErrDevKEKMissing = errors.New("missing -dev key-encryption key file")
+
 // LoadKEK returns the key-encryption key from AUTH_KEK or -kek-file. In
-// -dev mode without either, it reads <data-dir>/kek, first generating it
-// with mode 0600 (and logging a warning) when missing.
-func (c Config) LoadKEK(logger *slog.Logger) ([]byte, error) {
+// -dev mode without either, it reads <data-dir>/kek. When that file is
+// missing, it generates it with mode 0600 (and logs a warning) if generate
+// is true, and otherwise returns an error wrapping ErrDevKEKMissing. The
+// caller sets generate only when no signing key is sealed yet, because a
+// new KEK cannot open keys sealed with a lost one.
+func (c Config) LoadKEK(logger *slog.Logger, generate bool) ([]byte, error) {
 	switch {
 	case c.kekBase64 != "":
 		return decodeKEK(c.kekBase64)
@@ -400,6 +407,9 @@ func (c Config) LoadKEK(logger *slog.Logger) ([]byte, error) {
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
+	}
+	if !generate {
+		return nil, fmt.Errorf("%w %s", ErrDevKEKMissing, path)
 	}
 
 	kek = make([]byte, KEKBytes)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -147,7 +148,7 @@ func TestLoadKEKDevGeneratesOnce(t *testing.T) {
 	}
 	logger := slog.New(slog.DiscardHandler)
 
-	first, err := c.LoadKEK(logger)
+	first, err := c.LoadKEK(logger, true)
 	if err != nil {
 		t.Fatalf("first LoadKEK() = %v", err)
 	}
@@ -162,12 +163,28 @@ func TestLoadKEKDevGeneratesOnce(t *testing.T) {
 		t.Errorf("dev KEK file mode = %o, want 600", mode)
 	}
 
-	second, err := c.LoadKEK(logger)
+	second, err := c.LoadKEK(logger, true)
 	if err != nil {
 		t.Fatalf("second LoadKEK() = %v", err)
 	}
 	if string(first) != string(second) {
 		t.Error("second LoadKEK() returned a new key, want the stored one")
+	}
+}
+
+func TestLoadKEKDevWithoutGenerate(t *testing.T) {
+	dir := t.TempDir()
+	c, err := parse(t, []string{"-dev", "-data-dir", dir}, nil)
+	if err != nil {
+		t.Fatalf("parse() = %v", err)
+	}
+
+	_, err = c.LoadKEK(slog.New(slog.DiscardHandler), false)
+	if !errors.Is(err, ErrDevKEKMissing) {
+		t.Errorf("LoadKEK(generate=false) = %v, want ErrDevKEKMissing", err)
+	}
+	if _, statErr := os.Stat(c.DevKEKPath()); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("LoadKEK(generate=false) left %s behind (stat: %v), want no file", c.DevKEKPath(), statErr)
 	}
 }
 

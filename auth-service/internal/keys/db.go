@@ -131,3 +131,13 @@ func replacePrivateKey(ctx context.Context, tx *sqlx.Tx, kid string, box []byte)
 		UPDATE signing_keys SET private_key = ?
 		WHERE kid = ? AND private_key IS NOT NULL`, box, kid)
 }
+
+// CountKeys returns the number of rows in signing_keys, whatever their
+// state.
+func CountKeys(ctx context.Context, q sqlx.QueryerContext) (int, error) {
+	var n int
+	if err := sqlx.GetContext(ctx, q, &n, `SELECT COUNT(*) FROM signing_keys`); err != nil {
+		return 0, fmt.Errorf("count signing keys: %w", err)
+	}
+	return n, nil
+}

@@ -167,3 +167,40 @@ func (s *Store) AppliedMigrations(ctx context.Context) ([]int64, error) {
 	}
 	return versions, nil
 }
+
+// PendingMigrations returns the names of the embedded migrations that the
+// database has not applied yet, which is all of them for a new database.
+// Unlike Migrate, it changes nothing.
+func (s *Store) PendingMigrations(ctx context.Context) ([]string, error) {
+	migrations, err := Migrations(s.dialect)
+	if err != nil {
+		return nil, err
+	}
+
+	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`
+	if s.dialect == Postgres {
+		query = `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'`
+	}
+	var tables int
+	if err := s.db.GetContext(ctx, &tables, query); err != nil {
+		return nil, fmt.Errorf("look for the schema_migrations table: %w", err)
+	}
+	applied := make(map[int64]bool)
+	if tables > 0 {
+		versions, err := s.AppliedMigrations(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range versions {
+			applied[v] = true
+		}
+	}
+
+	var pending []string
+	for _, m := range migrations {
+		if !applied[m.Version] {
+			pending = append(pending, m.Name)
+		}
+	}
+	return pending, nil
+}
