@@ -14,7 +14,7 @@ import (
 // Messages sent to clients for errors whose detail stays in the log.
 const (
 	msgInternal        = "internal error"
-	msgUnauthenticated = "missing or invalid access token"
+	msgUnauthenticated = "invalid or missing access token"
 	msgUnavailable     = "access tokens cannot be verified yet, retry later"
 )
 
