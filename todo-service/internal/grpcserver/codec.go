@@ -204,6 +204,8 @@ func repairUTF8(dst, raw []byte, desc protoreflect.MessageDescriptor, prefix str
 // A request marked malformed gets a plain INVALID_ARGUMENT without
 // BadRequest, because no field of it could be decoded. A request marked too
 // large gets only that violation, because its other fields are not checked.
+// A request with invalid UTF-8 also gets the violations of its handler's
+// checks, run on the repaired values.
 func takeMarks(req any) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
@@ -216,7 +218,7 @@ func takeMarks(req any) error {
 	}
 
 	var kept []byte
-	var vs, tooLarge violations
+	var invalidUTF8, tooLarge violations
 	malformed := false
 	for len(unknown) > 0 {
 		num, typ, tagLen := protowire.ConsumeTag(unknown)
@@ -249,7 +251,7 @@ func takeMarks(req any) error {
 			tooLarge.add(checkedPath(mark.path), "request is %d bytes, the limit is %d bytes", mark.size, MaxRequestBytes)
 			continue
 		}
-		vs.add(checkedPath(string(value)), "must be valid UTF-8")
+		invalidUTF8.add(checkedPath(string(value)), "must be valid UTF-8")
 	}
 	m.SetUnknown(kept)
 	if malformed {
@@ -259,7 +261,43 @@ func takeMarks(req any) error {
 		// requestCodec appends its mark after any the client sent.
 		return tooLarge[len(tooLarge)-1:].err()
 	}
-	return vs.err()
+	if len(invalidUTF8) == 0 {
+		return nil
+	}
+	return mergeViolations(requestViolations(req), invalidUTF8).err()
+}
+
+// mergeViolations returns checked, in its order, with the description of
+// each field in invalidUTF8 replaced by the UTF-8 one, followed by the
+// fields of invalidUTF8 that checked does not name. A repaired field that
+// fails another check gets only the UTF-8 violation, because the checked
+// value is not what the client sent: each invalid byte became the
+// three-byte U+FFFD.
+func mergeViolations(checked, invalidUTF8 violations) violations {
+	utf8Fields := make(map[string]bool, len(invalidUTF8))
+	for _, v := range invalidUTF8 {
+		utf8Fields[v.field] = true
+	}
+
+	var merged violations
+	reported := make(map[string]bool)
+	for _, v := range checked {
+		if utf8Fields[v.field] {
+			if reported[v.field] {
+				continue
+			}
+			v.description = "must be valid UTF-8"
+		}
+		reported[v.field] = true
+		merged = append(merged, v)
+	}
+	for _, v := range invalidUTF8 {
+		if !reported[v.field] {
+			reported[v.field] = true
+			merged = append(merged, v)
+		}
+	}
+	return merged
 }
 
 // checkedPath returns path, or a placeholder when path is too long or not

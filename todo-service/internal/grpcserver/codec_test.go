@@ -72,6 +72,30 @@ func TestInvalidUTF8(t *testing.T) {
 			wantFields: []string{"id"},
 		},
 		{
+			name:       "create empty title and bad description",
+			method:     "/todo.v1.TodoService/CreateTodo",
+			request:    stringField(1, append(stringField(2, nil), badDescription...)),
+			wantFields: []string{"todo.title", "todo.description"},
+		},
+		{
+			name:       "update bad title and malformed id",
+			method:     "/todo.v1.TodoService/UpdateTodo",
+			request:    append(stringField(1, append(stringField(1, []byte("1 OR 1=1")), badTitle...)), stringField(2, stringField(1, []byte("title")))...),
+			wantFields: []string{"todo.id", "todo.title"},
+		},
+		{
+			name:       "update bad title not in mask",
+			method:     "/todo.v1.TodoService/UpdateTodo",
+			request:    append(stringField(1, append(goodID, badTitle...)), stringField(2, stringField(1, []byte("completed")))...),
+			wantFields: []string{"todo.title"},
+		},
+		{
+			name:       "delete bad id and long etag",
+			method:     "/todo.v1.TodoService/DeleteTodo",
+			request:    append(stringField(1, []byte("\xfe\xff")), stringField(2, bytes.Repeat([]byte("e"), 129))...),
+			wantFields: []string{"id", "etag"},
+		},
+		{
 			name:   "update mask path",
 			method: "/todo.v1.TodoService/UpdateTodo",
 			request: append(stringField(1, append(goodID, stringField(2, []byte("ok"))...)),
@@ -96,6 +120,28 @@ func TestInvalidUTF8(t *testing.T) {
 	}
 	if !proto.Equal(todo, got.GetTodo()) {
 		t.Errorf("todo changed by rejected requests: got %v, want %v", got.GetTodo(), todo)
+	}
+}
+
+func TestInvalidUTF8WithOtherViolations(t *testing.T) {
+	ts := startServer(t)
+	ctx := ts.as(t, alice)
+
+	// CreateTodo with an empty title (Todo.title = 2) and a description
+	// (Todo.description = 3) of invalid UTF-8 that grows past the limit
+	// once each byte becomes the three-byte U+FFFD.
+	description := bytes.Repeat([]byte{0xff}, grpcserver.MaxDescriptionBytes/2)
+	request := stringField(1, append(stringField(2, nil), stringField(3, description)...))
+
+	var reply []byte
+	err := ts.conn.Invoke(ctx, "/todo.v1.TodoService/CreateTodo", &request, &reply, grpc.ForceCodecV2(rawCodec{}))
+	wantCode(t, err, codes.InvalidArgument)
+	want := []violation{
+		{field: "todo.title", description: "must not be empty or only white space"},
+		{field: "todo.description", description: "must be valid UTF-8"},
+	}
+	if diff := cmp.Diff(want, badRequestViolations(err), cmp.AllowUnexported(violation{})); diff != "" {
+		t.Errorf("BadRequest mismatch (-want +got):\n%s", diff)
 	}
 }
 

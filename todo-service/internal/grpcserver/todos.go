@@ -3,8 +3,6 @@ package grpcserver
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -31,9 +29,6 @@ type todoService struct {
 	store Store
 }
 
-// updatablePaths are the update_mask paths UpdateTodo accepts.
-var updatablePaths = []string{"title", "description", "completed"}
-
 // CreateTodo implements the CreateTodo RPC.
 func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequest) (*todov1.CreateTodoResponse, error) {
 	user, err := caller(ctx)
@@ -41,18 +36,11 @@ func (s *todoService) CreateTodo(ctx context.Context, req *todov1.CreateTodoRequ
 		return nil, err
 	}
 
-	var vs violations
-	todo := req.GetTodo()
-	if todo == nil {
-		vs.add("todo", "is required")
-	} else {
-		vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
-		vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
-	}
-	if err := vs.err(); err != nil {
+	if err := createViolations(req).err(); err != nil {
 		return nil, err
 	}
 
+	todo := req.GetTodo()
 	created, err := s.store.CreateTodo(ctx, store.Todo{
 		UserID:      user,
 		Title:       todo.GetTitle(),
@@ -72,9 +60,7 @@ func (s *todoService) GetTodo(ctx context.Context, req *todov1.GetTodoRequest) (
 		return nil, err
 	}
 
-	var vs violations
-	vs.checkID("id", req.GetId())
-	if err := vs.err(); err != nil {
+	if err := getViolations(req).err(); err != nil {
 		return nil, err
 	}
 
@@ -93,29 +79,7 @@ func (s *todoService) ListTodos(ctx context.Context, req *todov1.ListTodosReques
 		return nil, err
 	}
 
-	var vs violations
-	pageSize := int(req.GetPageSize())
-	switch {
-	case pageSize < 0:
-		vs.add("page_size", "must not be negative, got %d", pageSize)
-	case pageSize > MaxPageSize:
-		vs.add("page_size", "must be at most %d, got %d", MaxPageSize, pageSize)
-	case pageSize == 0:
-		pageSize = DefaultPageSize
-	}
-
-	var completed *bool
-	if req.Completed != nil {
-		completed = new(req.GetCompleted())
-	}
-	var after *store.Cursor
-	if req.GetPageToken() != "" {
-		cursor, err := decodePageToken(req.GetPageToken(), completed)
-		if err != nil {
-			vs.add("page_token", "must be the next_page_token of a previous ListTodos call with the same filter")
-		}
-		after = cursor
-	}
+	pageSize, completed, after, vs := parseListRequest(req)
 	if err := vs.err(); err != nil {
 		return nil, err
 	}
@@ -148,41 +112,26 @@ func (s *todoService) UpdateTodo(ctx context.Context, req *todov1.UpdateTodoRequ
 		return nil, err
 	}
 
-	var vs violations
-	todo := req.GetTodo()
-	if todo == nil {
-		vs.add("todo", "is required")
-	} else {
-		vs.checkID("todo.id", todo.GetId())
-		vs.checkETag("todo.etag", todo.GetEtag())
+	if err := updateViolations(req).err(); err != nil {
+		return nil, err
 	}
 
+	todo := req.GetTodo()
 	update := store.TodoUpdate{
 		ID:     todo.GetId(),
 		UserID: user,
 		ETag:   todo.GetEtag(),
 	}
-	paths := req.GetUpdateMask().GetPaths()
-	if len(paths) == 0 {
-		vs.add("update_mask", "must name at least one of the fields %s", strings.Join(updatablePaths, ", "))
-	}
-	for i, path := range paths {
+	// updateViolations accepted every path, so each is one of updatablePaths.
+	for _, path := range req.GetUpdateMask().GetPaths() {
 		switch path {
 		case "title":
-			vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
 			update.Title = new(todo.GetTitle())
 		case "description":
-			vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
 			update.Description = new(todo.GetDescription())
 		case "completed":
 			update.Completed = new(todo.GetCompleted())
-		default:
-			vs.add(fmt.Sprintf("update_mask.paths[%d]", i), "unknown field %q, the fields are %s",
-				truncate(path, 64), strings.Join(updatablePaths, ", "))
 		}
-	}
-	if err := vs.err(); err != nil {
-		return nil, err
 	}
 
 	updated, err := s.store.UpdateTodo(ctx, update)
@@ -199,10 +148,7 @@ func (s *todoService) DeleteTodo(ctx context.Context, req *todov1.DeleteTodoRequ
 		return nil, err
 	}
 
-	var vs violations
-	vs.checkID("id", req.GetId())
-	vs.checkETag("etag", req.GetEtag())
-	if err := vs.err(); err != nil {
+	if err := deleteViolations(req).err(); err != nil {
 		return nil, err
 	}
 

@@ -399,9 +399,9 @@ func TestInvalidArguments(t *testing.T) {
 			return err
 		}, []string{"page_size"}},
 		{"update without todo", func() error {
-			_, err := ts.client.UpdateTodo(ctx, &todov1.UpdateTodoRequest{UpdateMask: mask("title")})
+			_, err := ts.client.UpdateTodo(ctx, &todov1.UpdateTodoRequest{UpdateMask: mask("title", "description", "id")})
 			return err
-		}, []string{"todo", "todo.title"}},
+		}, []string{"todo", "update_mask.paths[2]"}},
 		{"update without mask", func() error {
 			_, err := ts.client.UpdateTodo(ctx, &todov1.UpdateTodoRequest{Todo: &todov1.Todo{Id: todo.GetId(), Title: "x"}})
 			return err

@@ -6,6 +6,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	todov1 "example.com/todoapp/proto/gen/todo/v1"
+	"example.com/todoapp/todo-service/internal/store"
 )
 
 // Limits on requests. Larger values are rejected with INVALID_ARGUMENT,
@@ -81,4 +84,115 @@ func (vs *violations) checkETag(field, value string) {
 	if len(value) > maxETagBytes {
 		vs.add(field, "must be at most %d bytes, got %d bytes", maxETagBytes, len(value))
 	}
+}
+
+// updatablePaths are the update_mask paths UpdateTodo accepts.
+var updatablePaths = []string{"title", "description", "completed"}
+
+// requestViolations returns the invalid fields of a TodoService request,
+// found by the same checks that its handler runs before it calls the store.
+// It returns nil for other messages.
+func requestViolations(req any) violations {
+	switch req := req.(type) {
+	case *todov1.CreateTodoRequest:
+		return createViolations(req)
+	case *todov1.GetTodoRequest:
+		return getViolations(req)
+	case *todov1.ListTodosRequest:
+		_, _, _, vs := parseListRequest(req)
+		return vs
+	case *todov1.UpdateTodoRequest:
+		return updateViolations(req)
+	case *todov1.DeleteTodoRequest:
+		return deleteViolations(req)
+	}
+	return nil
+}
+
+func createViolations(req *todov1.CreateTodoRequest) violations {
+	var vs violations
+	todo := req.GetTodo()
+	if todo == nil {
+		vs.add("todo", "is required")
+		return vs
+	}
+	vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
+	vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
+	return vs
+}
+
+func getViolations(req *todov1.GetTodoRequest) violations {
+	var vs violations
+	vs.checkID("id", req.GetId())
+	return vs
+}
+
+// parseListRequest returns the page size (DefaultPageSize for 0), the
+// completed filter and the position after which the page starts, with the
+// invalid fields of req.
+func parseListRequest(req *todov1.ListTodosRequest) (pageSize int, completed *bool, after *store.Cursor, vs violations) {
+	pageSize = int(req.GetPageSize())
+	switch {
+	case pageSize < 0:
+		vs.add("page_size", "must not be negative, got %d", pageSize)
+	case pageSize > MaxPageSize:
+		vs.add("page_size", "must be at most %d, got %d", MaxPageSize, pageSize)
+	case pageSize == 0:
+		pageSize = DefaultPageSize
+	}
+
+	if req.Completed != nil {
+		completed = new(req.GetCompleted())
+	}
+	if req.GetPageToken() != "" {
+		cursor, err := decodePageToken(req.GetPageToken(), completed)
+		if err != nil {
+			vs.add("page_token", "must be the next_page_token of a previous ListTodos call with the same filter")
+		}
+		after = cursor
+	}
+	return pageSize, completed, after, vs
+}
+
+// updateViolations checks the todo fields that the update mask names. A
+// request without todo gets only the "todo" violation for them, because
+// there is no field to check.
+func updateViolations(req *todov1.UpdateTodoRequest) violations {
+	var vs violations
+	todo := req.GetTodo()
+	if todo == nil {
+		vs.add("todo", "is required")
+	} else {
+		vs.checkID("todo.id", todo.GetId())
+		vs.checkETag("todo.etag", todo.GetEtag())
+	}
+
+	paths := req.GetUpdateMask().GetPaths()
+	if len(paths) == 0 {
+		vs.add("update_mask", "must name at least one of the fields %s", strings.Join(updatablePaths, ", "))
+	}
+	for i, path := range paths {
+		switch path {
+		case "title":
+			if todo != nil {
+				vs.checkText("todo.title", todo.GetTitle(), MaxTitleBytes, true)
+			}
+		case "description":
+			if todo != nil {
+				vs.checkText("todo.description", todo.GetDescription(), MaxDescriptionBytes, false)
+			}
+		case "completed":
+		default:
+			vs.add(fmt.Sprintf("update_mask.paths[%d]", i), "unknown field %q, the fields are %s",
+				truncate(path, 64), strings.Join(updatablePaths, ", "))
+		}
+	}
+	return vs
+}
+
+func deleteViolations(req *todov1.DeleteTodoRequest) violations {
+	var vs violations
+	vs.checkID("id", req.GetId())
+	vs.checkETag("etag", req.GetEtag())
+	return vs
 }
