@@ -562,20 +562,9 @@ func TestRPCLogLine(t *testing.T) {
 		t.Errorf("response x-request-id = %v, want [req-12345]", got)
 	}
 
-	var found bool
-	for _, line := range strings.Split(s.logs.String(), "\n") {
-		var entry map[string]any
-		if json.Unmarshal([]byte(line), &entry) != nil || entry["msg"] != "rpc" || entry["request_id"] != "req-12345" {
-			continue
-		}
-		found = true
-		if entry["method"] != "/auth.v1.AuthService/GetCurrentUser" || entry["code"] != "OK" ||
-			entry["user_id"] != signed.GetUser().GetId() || entry["duration_ms"] == nil {
-			t.Errorf("rpc log line = %v, want method, code OK, user_id and duration_ms", entry)
-		}
-	}
-	if !found {
-		t.Errorf("no rpc log line with request_id req-12345 in:\n%s", s.logs.String())
+	entry := wantOneRPCLogLine(t, s, "req-12345", "/auth.v1.AuthService/GetCurrentUser", codes.OK, "INFO")
+	if entry["user_id"] != signed.GetUser().GetId() || entry["duration_ms"] == nil {
+		t.Errorf("rpc log line = %v, want user_id and duration_ms", entry)
 	}
 }
 

@@ -19,10 +19,10 @@ import (
 // authPackage is the proto package of the requests that requestCodec checks.
 const authPackage = "auth.v1"
 
-// requestCodec is the server's proto codec. It records two kinds of auth.v1
-// request so that the unary interceptor can return INVALID_ARGUMENT with a
-// BadRequest naming the field before any handler runs, which grpc-go
-// (v1.85.0) cannot do because it fails them before any interceptor runs:
+// requestCodec is the server's proto codec. It records three kinds of
+// auth.v1 request so that the unary interceptor can return INVALID_ARGUMENT
+// before any handler runs, which grpc-go (v1.85.0) cannot do because it
+// fails them before any interceptor runs:
 //   - protobuf-go rejects a string field holding invalid UTF-8 while
 //     decoding, and grpc-go turns that into INTERNAL. requestCodec instead
 //     replaces the invalid bytes with U+FFFD, decodes the result, and
@@ -31,6 +31,11 @@ const authPackage = "auth.v1"
 //     RESOURCE_EXHAUSTED. The server sets that transport cap to
 //     MaxRecvMsgBytes, four times MaxRequestBytes, and requestCodec records
 //     a message between the two with its size and its largest field.
+//   - grpc-go turns any other decode error into INTERNAL. requestCodec
+//     instead resets the message and records it as malformed.
+//
+// NOTE: messages of other packages (health, reflection) that fail to decode
+// still end as INTERNAL, which the observer logs at WARN.
 type requestCodec struct {
 	inner encoding.CodecV2
 }
@@ -44,6 +49,9 @@ type decodeFindings struct {
 	size int
 	// largestField is the path of the largest field when size is set.
 	largestField string
+	// malformed is the decode error of a request that is not valid wire
+	// format for its message type, and nil otherwise.
+	malformed error
 }
 
 // requestFindings maps a decoded request message (by pointer) to its
@@ -62,14 +70,20 @@ func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) { return c.inner.M
 
 func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	invalidUTF8, err := c.decode(data, v)
-	if err != nil {
+	msg, ok := v.(proto.Message)
+	if err != nil && (!ok || msg.ProtoReflect().Descriptor().ParentFile().Package() != authPackage) {
 		return err
 	}
-	msg, ok := v.(proto.Message)
 	if !ok {
 		return nil
 	}
 	findings := &decodeFindings{invalidUTF8: invalidUTF8}
+	if err != nil {
+		// The interceptor rejects the request before a handler could read
+		// the partly decoded fields.
+		proto.Reset(msg)
+		findings.malformed = err
+	}
 
 	// NOTE: messages of other packages (health, reflection) are limited
 	// only by the transport cap MaxRecvMsgBytes.
@@ -78,7 +92,7 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		findings.size = data.Len()
 		findings.largestField = largestField(data.Materialize(), desc, "", 0)
 	}
-	if len(findings.invalidUTF8) > 0 || findings.size > 0 {
+	if len(findings.invalidUTF8) > 0 || findings.size > 0 || findings.malformed != nil {
 		requestFindings.Store(msg, findings)
 	}
 	return nil
@@ -149,13 +163,17 @@ func replaceInvalidUTF8(raw []byte, desc protoreflect.MessageDescriptor) (fixed 
 // takeFindings returns an *auth.InvalidArgumentError for the problems that
 // requestCodec found in req, or nil, and deletes the entry of req. A
 // request over MaxRequestBytes gets only the size violation, because its
-// other fields are not checked.
+// other fields are not checked. A request that failed to decode gets a
+// *malformedRequestError.
 func takeFindings(req any) error {
 	value, ok := requestFindings.LoadAndDelete(req)
 	if !ok {
 		return nil
 	}
 	findings := value.(*decodeFindings)
+	if findings.malformed != nil && findings.size == 0 {
+		return &malformedRequestError{err: findings.malformed}
+	}
 	if findings.size > 0 {
 		return &auth.InvalidArgumentError{Violations: []auth.FieldViolation{{
 			Field:       findings.largestField,
@@ -168,3 +186,14 @@ func takeFindings(req any) error {
 	}
 	return &auth.InvalidArgumentError{Violations: violations}
 }
+
+// malformedRequestError is a request that is not valid protobuf wire format
+// for its message type. toStatus maps it to INVALID_ARGUMENT with a fixed
+// message, so that no part of the request goes back to the client.
+type malformedRequestError struct {
+	err error
+}
+
+func (e *malformedRequestError) Error() string { return "malformed request: " + e.err.Error() }
+
+func (e *malformedRequestError) Unwrap() error { return e.err }

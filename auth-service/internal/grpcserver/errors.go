@@ -20,11 +20,14 @@ import (
 func toStatus(err error) *status.Status {
 	var invalid *auth.InvalidArgumentError
 	var tooMany *auth.TooManyAttemptsError
+	var malformed *malformedRequestError
 	if s, ok := status.FromError(err); ok {
 		return s
 	}
 
 	switch {
+	case errors.As(err, &malformed):
+		return status.New(codes.InvalidArgument, "malformed request: the message is not valid protobuf wire format")
 	case errors.As(err, &invalid):
 		return invalidArgument(invalid)
 	case errors.As(err, &tooMany):

@@ -2,30 +2,60 @@ package grpcserver
 
 import (
 	"context"
-	"log/slog"
+	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // maxRequestIDBytes bounds a client-supplied x-request-id; a longer or
 // non-printable one is replaced by a generated ID.
 const maxRequestIDBytes = 128
 
-// callInfo is per-RPC data that handlers add to for the log line.
+// callInfo is per-RPC data for the log line. The observer creates it in
+// TagRPC, and the interceptors and handlers add to it.
 type callInfo struct {
+	method    string
 	requestID string
 	userID    atomic.Pointer[string]
+	// intercepted is set when an interceptor ran, so the observer can tell
+	// a call that grpc-go rejected before any interceptor.
+	intercepted atomic.Bool
+
+	mu sync.Mutex
+	// cause is the error that a handler or the request codec returned,
+	// before toStatus turned it into the status sent to the client. It is
+	// guarded by mu.
+	cause error
 }
 
 type callInfoKey struct{}
+
+// callFromContext returns the callInfo of the RPC, or a new one when ctx
+// has none (a server without the observer).
+func callFromContext(ctx context.Context, method string) *callInfo {
+	if call, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
+		return call
+	}
+	return &callInfo{method: method, requestID: requestID(ctx)}
+}
+
+func (c *callInfo) setCause(err error) {
+	c.mu.Lock()
+	c.cause = err
+	c.mu.Unlock()
+}
+
+func (c *callInfo) loadCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause
+}
 
 // setUserID records the user an RPC acts for, for its log line.
 func setUserID(ctx context.Context, userID string) {
@@ -70,27 +100,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// unaryInterceptor gives each RPC a request ID, turns panics and domain
-// errors into gRPC statuses, and logs and counts one line per RPC.
-func unaryInterceptor(logger *slog.Logger, m *metrics) grpc.UnaryServerInterceptor {
+// unaryInterceptor sends the request ID back, rejects requests that the
+// request codec found invalid, and turns panics and domain errors into gRPC
+// statuses. The observer writes the log line and the metrics.
+func unaryInterceptor(m *metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		start := time.Now()
 		m.inFlight.Inc()
 		m.running.Add(1)
 		defer func() {
 			m.inFlight.Dec()
 			m.running.Add(-1)
 		}()
-		call := &callInfo{requestID: requestID(ctx)}
-		ctx = context.WithValue(ctx, callInfoKey{}, call)
+		call := callFromContext(ctx, info.FullMethod)
+		call.intercepted.Store(true)
 		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", call.requestID))
 
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
-					logger.ErrorContext(ctx, "panic in RPC handler", "method", info.FullMethod,
-						"request_id", call.requestID, "panic", r, "stack", string(debug.Stack()))
-					resp, err = nil, status.Error(codes.Internal, "internal error")
+					resp, err = nil, fmt.Errorf("panic in RPC handler: %v\n%s", r, debug.Stack())
 				}
 			}()
 			if err = takeFindings(req); err == nil {
@@ -98,69 +126,28 @@ func unaryInterceptor(logger *slog.Logger, m *metrics) grpc.UnaryServerIntercept
 			}
 		}()
 
-		cause := err
-		var st *status.Status
 		if err != nil {
-			st = toStatus(err)
-			err = st.Err()
+			call.setCause(err)
+			err = toStatus(err).Err()
 		}
-		finish(ctx, logger, m, info.FullMethod, call, start, st, cause)
 		return resp, err
 	}
 }
 
-// streamInterceptor logs and counts streaming RPCs (health Watch and
-// reflection) the same way.
-func streamInterceptor(logger *slog.Logger, m *metrics) grpc.StreamServerInterceptor {
+// streamInterceptor turns the errors of streaming RPCs (health Watch and
+// reflection) into gRPC statuses the same way.
+func streamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		start := time.Now()
-		call := &callInfo{requestID: requestID(ss.Context())}
-		err := handler(srv, ss)
+		call := callFromContext(ss.Context(), info.FullMethod)
+		call.intercepted.Store(true)
 
-		cause := err
-		var st *status.Status
+		err := handler(srv, ss)
 		if err != nil {
-			st = toStatus(err)
-			err = st.Err()
+			call.setCause(err)
+			err = toStatus(err).Err()
 		}
-		finish(ss.Context(), logger, m, info.FullMethod, call, start, st, cause)
 		return err
 	}
-}
-
-// finish writes the RPC's log line and metrics. st is nil on success. The
-// handler's original error (cause) goes only to the log as "reason", never
-// to the client. Errors built in this service never contain a password or
-// a token, so the reason is safe to log.
-func finish(ctx context.Context, logger *slog.Logger, m *metrics, method string, call *callInfo, start time.Time, st *status.Status, cause error) {
-	elapsed := time.Since(start)
-	code := codes.OK
-	if st != nil {
-		code = st.Code()
-	}
-	m.handled.WithLabelValues(method, code.String()).Inc()
-	m.latency.WithLabelValues(method).Observe(elapsed.Seconds())
-
-	attrs := []slog.Attr{
-		slog.String("method", method),
-		slog.String("code", code.String()),
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-		slog.String("request_id", call.requestID),
-	}
-	if userID := call.userID.Load(); userID != nil {
-		attrs = append(attrs, slog.String("user_id", *userID))
-	}
-	level := slog.LevelInfo
-	if st != nil {
-		attrs = append(attrs, slog.String("error", st.Message()))
-		if cause != nil && cause.Error() != st.Err().Error() {
-			attrs = append(attrs, slog.String("reason", cause.Error()))
-		}
-		if code == codes.Internal || code == codes.Unknown {
-			level = slog.LevelError
-		}
-	}
-	logger.LogAttrs(ctx, level, "rpc", attrs...)
 }
 
 func requestID(ctx context.Context) string {

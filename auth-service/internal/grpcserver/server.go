@@ -86,8 +86,9 @@ func New(cfg Config, svc *auth.Service) (*Transport, error) {
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		grpc.ForceServerCodecV2(newRequestCodec()),
-		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
-		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
+		grpc.StatsHandler(&observer{logger: cfg.Logger, m: m}),
+		grpc.ChainUnaryInterceptor(unaryInterceptor(m)),
+		grpc.ChainStreamInterceptor(streamInterceptor()),
 	)
 	authv1.RegisterAuthServiceServer(server, &Server{svc: svc, trustedProxies: cfg.TrustedProxies, logger: cfg.Logger})
 
