@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -582,6 +583,45 @@ func TestRunRejectsConfigBeforeOpening(t *testing.T) {
 	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("data directory exists after a config error (stat: %v), want nothing opened", err)
 	}
+}
+
+func TestPortInUseOpensNoStore(t *testing.T) {
+	// The test holds a loopback port so that the service cannot bind it.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	js := startJWKS(t)
+
+	for _, listener := range []string{"grpc", "http"} {
+		t.Run(listener, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "never-created")
+			cfg := testConfig(t, js.url(), dataDir)
+			if listener == "grpc" {
+				cfg.GRPCAddr = taken.Addr().String()
+			} else {
+				cfg.HTTPAddr = taken.Addr().String()
+			}
+
+			server, err := app.New(testContext(t), cfg, slog.New(slog.DiscardHandler))
+			if err == nil {
+				server.Run(canceledContext())
+				t.Fatalf("app.New with %s address %s in use succeeded", listener, taken.Addr())
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("data directory exists after the port clash (stat: %v), want no store opened", err)
+			}
+		})
+	}
+}
+
+// canceledContext returns a context that is already done, so that Run
+// shuts down at once.
+func canceledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 func TestRunUnknownCommand(t *testing.T) {

@@ -53,9 +53,11 @@ type Server struct {
 	registry *prometheus.Registry
 }
 
-// New opens the store, applies the migrations, creates the token verifier
-// of the configured mode and the servers, and binds both listeners. Nothing is served until Run. On
-// error, everything opened so far is closed.
+// New binds both listeners, then opens the store, applies the migrations,
+// and creates the token verifier of the configured mode and the servers.
+// Binding first makes a port clash fail before any database file is
+// created or migrated. Nothing is served until Run. On error, everything
+// opened so far is closed.
 func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
 	s := &Server{cfg: cfg, logger: logger, health: health.NewServer()}
 	defer func() {
@@ -64,6 +66,16 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		}
 	}()
 	logger.LogAttrs(ctx, slog.LevelInfo, "starting todo-service", cfg.LogAttrs()...)
+
+	var lc net.ListenConfig
+	s.grpcLis, err = lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	s.httpLis, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
 
 	s.store, err = store.Open(ctx, store.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir})
 	if err != nil {
@@ -105,16 +117,6 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-
-	var lc net.ListenConfig
-	s.grpcLis, err = lc.Listen(ctx, "tcp", cfg.GRPCAddr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
-	}
-	s.httpLis, err = lc.Listen(ctx, "tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
