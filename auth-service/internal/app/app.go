@@ -121,7 +121,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 
 	select {
 	case <-ctx.Done():
-		logger.Info("shutdown requested")
+		logger.Info("shutdown requested", "cause", context.Cause(ctx).Error())
 	case err := <-srv.Failed():
 		logger.Error("listener failed, shutting down", "err", err)
 	}

@@ -1,7 +1,10 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"example.com/todoapp/auth-service/internal/app"
+	"example.com/todoapp/auth-service/internal/config"
 	"example.com/todoapp/auth-service/internal/grpcserver"
 	authv1 "example.com/todoapp/proto/gen/auth/v1"
 )
@@ -111,5 +116,69 @@ func TestOversizedRequestLogged(t *testing.T) {
 	}
 	if got := handledCount(t, s, method, codes.ResourceExhausted); got != "1" {
 		t.Errorf("grpc_server_handled_total for IntrospectToken ResourceExhausted = %q, want 1", got)
+	}
+}
+
+func TestRPCLogLinePeer(t *testing.T) {
+	tests := []struct {
+		name     string
+		trusted  string
+		wantPeer string
+	}{
+		{"trusted proxy", "127.0.0.1/32", "198.51.100.1"},
+		{"untrusted peer", "10.0.0.0/8", "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startServer(t, "-trusted-proxies", tt.trusted)
+			ctx := metadata.AppendToOutgoingContext(testContext(t), "x-forwarded-for", "198.51.100.1", "x-request-id", "req-peer")
+
+			_, err := s.client.Login(ctx, &authv1.LoginRequest{Email: "nobody@example.com", Password: "wrong password"})
+			wantCode(t, "Login(unknown email)", err, codes.Unauthenticated)
+
+			entry := wantOneRPCLogLine(t, s, "req-peer", "/auth.v1.AuthService/Login", codes.Unauthenticated, "INFO")
+			if entry["peer"] != tt.wantPeer {
+				t.Errorf("rpc log line peer = %v, want %s", entry["peer"], tt.wantPeer)
+			}
+		})
+	}
+}
+
+func TestShutdownLogsCause(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(testContext(t))
+	defer cancel(nil)
+	env := map[string]string{config.KEKEnv: testKEK}
+	args := []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-data-dir", t.TempDir()}
+	stderr := &syncBuffer{}
+
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunWithOutput(ctx, args, func(k string) string { return env[k] }, io.Discard, stderr)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), "auth-service started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	cancel(errors.New("terminated signal received"))
+	if err := <-done; err != nil {
+		t.Fatalf("Run(serve) = %v", err)
+	}
+	var found bool
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil || entry["msg"] != "shutdown requested" {
+			continue
+		}
+		found = true
+		if entry["cause"] != "terminated signal received" {
+			t.Errorf("shutdown requested cause = %v, want terminated signal received", entry["cause"])
+		}
+	}
+	if !found {
+		t.Errorf("no shutdown requested log line in:\n%s", stderr.String())
 	}
 }

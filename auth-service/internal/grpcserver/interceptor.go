@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,10 @@ const maxRequestIDBytes = 128
 type callInfo struct {
 	method    string
 	requestID string
-	userID    atomic.Pointer[string]
+	// peer is the client address that the login throttle uses (see
+	// clientAddr), or the zero Addr when unknown.
+	peer   netip.Addr
+	userID atomic.Pointer[string]
 	// intercepted is set when an interceptor ran, so the observer can tell
 	// a call that grpc-go rejected before any interceptor.
 	intercepted atomic.Bool

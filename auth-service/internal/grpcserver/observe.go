@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,12 +18,15 @@ import (
 type observer struct {
 	logger *slog.Logger
 	m      *metrics
+	// trustedProxies are the peers whose x-forwarded-for header names the
+	// client address in the log line, as for the login throttle.
+	trustedProxies []netip.Prefix
 }
 
 // TagRPC gives each call the callInfo that the interceptors and handlers
 // find in their context.
 func (o *observer) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	call := &callInfo{method: info.FullMethodName, requestID: requestID(ctx)}
+	call := &callInfo{method: info.FullMethodName, requestID: requestID(ctx), peer: clientAddr(ctx, o.trustedProxies)}
 	return context.WithValue(ctx, callInfoKey{}, call)
 }
 
@@ -61,6 +65,9 @@ func (o *observer) finish(ctx context.Context, call *callInfo, elapsed time.Dura
 		slog.String("code", code.String()),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.String("request_id", call.requestID),
+	}
+	if call.peer.IsValid() {
+		attrs = append(attrs, slog.String("peer", call.peer.String()))
 	}
 	if userID := call.userID.Load(); userID != nil {
 		attrs = append(attrs, slog.String("user_id", *userID))

@@ -47,7 +47,7 @@ const ReadinessService = "readiness"
 // Config holds the settings of New.
 type Config struct {
 	// TrustedProxies are the peers whose x-forwarded-for header names the
-	// client address used by the login throttle.
+	// client address used by the login throttle and the per-RPC log line.
 	TrustedProxies []netip.Prefix
 	Logger         *slog.Logger
 	// Registerer receives the RPC metrics; nil registers none.
@@ -86,7 +86,7 @@ func New(cfg Config, svc *auth.Service) (*Transport, error) {
 		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		grpc.ForceServerCodecV2(newRequestCodec()),
-		grpc.StatsHandler(&observer{logger: cfg.Logger, m: m}),
+		grpc.StatsHandler(&observer{logger: cfg.Logger, m: m, trustedProxies: cfg.TrustedProxies}),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(m)),
 		grpc.ChainStreamInterceptor(streamInterceptor()),
 	)
