@@ -131,6 +131,21 @@ func TestSignUpDuplicateEmail(t *testing.T) {
 	wantCode(t, "SignUp(same email, other case)", err, codes.AlreadyExists)
 }
 
+func TestSignUpEmailNormalizationForms(t *testing.T) {
+	s := startServer(t)
+	const nfc = "\u00e4d\u00e4@ex\u00e4mple.com"
+	const nfd = "a\u0308da\u0308@exa\u0308mple.com"
+	signed := signUp(t, s, nfc, "correct horse battery")
+
+	_, err := s.client.SignUp(testContext(t), &authv1.SignUpRequest{Email: nfd, Password: "another password"})
+	wantCode(t, "SignUp(same email in NFD)", err, codes.AlreadyExists)
+
+	loggedIn := login(t, s, nfd, "correct horse battery")
+	if got, want := loggedIn.GetUser().GetId(), signed.GetUser().GetId(); got != want {
+		t.Errorf("Login(NFD email) user id = %s, want %s", got, want)
+	}
+}
+
 func TestLoginFailuresLookAlike(t *testing.T) {
 	s := startServer(t)
 	signUp(t, s, "ada@example.com", "correct horse battery")

@@ -15,6 +15,11 @@ func TestNormaliseEmail(t *testing.T) {
 		{"Ada@Example.com", "ada@example.com", true},
 		{"  ada@example.com\t", "ada@example.com", true},
 		{"ada+tag@sub.example.org", "ada+tag@sub.example.org", true},
+		// The same address in NFC (precomposed ä) and NFD (a with a
+		// combining diaeresis) maps to the NFC form.
+		{"\u00e4d\u00e4@ex\u00e4mple.com", "\u00e4d\u00e4@ex\u00e4mple.com", true},
+		{"a\u0308da\u0308@exa\u0308mple.com", "\u00e4d\u00e4@ex\u00e4mple.com", true},
+		{"A\u0308DA\u0308@EXA\u0308MPLE.COM", "\u00e4d\u00e4@ex\u00e4mple.com", true},
 		{"", "", false},
 		{"ada", "", false},
 		{"ada@localhost", "", false},

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Request field limits. Passwords are limited in bytes, not characters,
@@ -26,8 +28,13 @@ const (
 	MaxAccessTokenBytes = 8 << 10
 )
 
-// normaliseEmail trims and lower-cases an email address and checks that it
-// is a plain addr-spec within MaxEmailBytes.
+// normaliseEmail trims an email address, converts it to Unicode NFC and
+// lower-cases it, so that each address has one stored form, and checks that
+// it is a plain addr-spec within MaxEmailBytes.
+//
+// NOTE: accounts created before NFC normalisation keep the stored form they
+// were given, so one whose email was sent in another normalisation form
+// (such as NFD) no longer matches at login.
 func normaliseEmail(raw string) (string, []FieldViolation) {
 	bad := func(description string) (string, []FieldViolation) {
 		return "", []FieldViolation{{Field: "email", Description: description}}
@@ -36,7 +43,7 @@ func normaliseEmail(raw string) (string, []FieldViolation) {
 	if !utf8.ValidString(raw) {
 		return bad("must be valid UTF-8")
 	}
-	email := strings.ToLower(strings.TrimSpace(raw))
+	email := strings.ToLower(norm.NFC.String(strings.TrimSpace(raw)))
 	switch {
 	case email == "":
 		return bad("is required")
