@@ -406,10 +406,13 @@ func TestChangePassword(t *testing.T) {
 	authed := withToken(ctx, second.GetTokens().GetAccessToken())
 
 	_, err := s.client.ChangePassword(authed, &authv1.ChangePasswordRequest{OldPassword: "wrong password", NewPassword: "new password 123"})
-	wantCode(t, "ChangePassword(wrong old password)", err, codes.Unauthenticated)
+	st := wantCode(t, "ChangePassword(wrong old password)", err, codes.Unauthenticated)
+	if got, want := st.Message(), "invalid password"; got != want {
+		t.Errorf("ChangePassword(wrong old password) message = %q, want %q", got, want)
+	}
 
 	_, err = s.client.ChangePassword(authed, &authv1.ChangePasswordRequest{OldPassword: "correct horse battery", NewPassword: "short"})
-	st := wantCode(t, "ChangePassword(short new password)", err, codes.InvalidArgument)
+	st = wantCode(t, "ChangePassword(short new password)", err, codes.InvalidArgument)
 	if diff := cmp.Diff([]string{"new_password"}, fieldViolations(st)); diff != "" {
 		t.Errorf("ChangePassword() field violations mismatch (-want +got):\n%s", diff)
 	}

@@ -52,6 +52,10 @@ var (
 	// ErrInvalidCredentials: unknown email or wrong password, one error for
 	// both so callers cannot tell which.
 	ErrInvalidCredentials = errors.New("invalid email or password")
+	// ErrInvalidPassword: the old password of a ChangePassword request is
+	// wrong. The request names no email, so ErrInvalidCredentials would
+	// not fit.
+	ErrInvalidPassword = errors.New("invalid password")
 	// ErrInvalidRefreshToken: the refresh token is unknown, expired, already
 	// used, or its session was revoked.
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")

@@ -40,7 +40,7 @@ func (s *Service) RevokeSession(ctx context.Context, userID, sessionID string) e
 
 // ChangePassword checks oldPassword, stores newPassword and revokes every
 // other session of the user, keeping currentSessionID. It returns
-// ErrInvalidCredentials for a wrong old password (counted by the account's
+// ErrInvalidPassword for a wrong old password (counted by the account's
 // login throttle) and a *TooManyAttemptsError while the account is blocked.
 // It returns how many sessions it revoked.
 func (s *Service) ChangePassword(ctx context.Context, userID, currentSessionID, oldPassword, newPassword string) (int64, error) {
@@ -64,7 +64,7 @@ func (s *Service) ChangePassword(ctx context.Context, userID, currentSessionID, 
 		if err := s.recordFailure(ctx, keys); err != nil {
 			return 0, err
 		}
-		return 0, ErrInvalidCredentials
+		return 0, ErrInvalidPassword
 	}
 	if err != nil {
 		return 0, fmt.Errorf("check password of user %s: %w", userID, err)

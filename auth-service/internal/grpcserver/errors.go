@@ -38,6 +38,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.AlreadyExists, "email is already registered")
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		return status.New(codes.Unauthenticated, "invalid email or password")
+	case errors.Is(err, auth.ErrInvalidPassword):
+		return status.New(codes.Unauthenticated, "invalid password")
 	case errors.Is(err, auth.ErrInvalidRefreshToken):
 		return status.New(codes.Unauthenticated, "invalid refresh token")
 	case errors.Is(err, accesstoken.ErrInvalidToken):

@@ -63,6 +63,7 @@ func TestToStatus(t *testing.T) {
 		{"not found", fmt.Errorf("wrap: %w", auth.ErrNotFound), codes.NotFound, "not found"},
 		{"already exists", auth.ErrAlreadyExists, codes.AlreadyExists, "email is already registered"},
 		{"credentials", auth.ErrInvalidCredentials, codes.Unauthenticated, "invalid email or password"},
+		{"old password", auth.ErrInvalidPassword, codes.Unauthenticated, "invalid password"},
 		{"refresh reused", auth.ErrRefreshTokenReused, codes.Unauthenticated, "invalid refresh token"},
 		{"access token", fmt.Errorf("%w: expired", accesstoken.ErrInvalidToken), codes.Unauthenticated, "invalid or missing access token"},
 		{"keys unavailable", accesstoken.ErrKeysUnavailable, codes.Unavailable, "signing keys unavailable, retry later"},
