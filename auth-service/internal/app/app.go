@@ -46,6 +46,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // stdout.
 func RunWithOutput(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	command, rest := splitCommand(args)
+	if err := checkKeysCommand(command); err != nil {
+		return err
+	}
 
 	var cfg config.Config
 	fs := cfg.FlagSet("auth-service "+command, stderr)
@@ -87,6 +90,18 @@ func RunWithOutput(ctx context.Context, args []string, getenv func(string) strin
 		return runKeys(ctx, cfg, newLogger(cfg, stderr), command, dropCurrent, stdout)
 	}
 	return fmt.Errorf("unknown command %q: see -h", command)
+}
+
+// checkKeysCommand returns an error listing the keys subcommands when
+// command is keys without a known one.
+func checkKeysCommand(command string) error {
+	switch {
+	case command == "keys":
+		return errors.New("missing keys subcommand: use keys list, keys rotate or keys rewrap (see -h)")
+	case strings.HasPrefix(command, "keys ") && command != "keys list" && command != "keys rotate" && command != "keys rewrap":
+		return fmt.Errorf("unknown command %q: the keys subcommands are list, rotate and rewrap (see -h)", command)
+	}
+	return nil
 }
 
 // splitCommand separates the leading subcommand words from the flags. No

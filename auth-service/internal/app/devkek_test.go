@@ -85,3 +85,18 @@ func TestKeysCommandsNeedMigrate(t *testing.T) {
 		})
 	}
 }
+
+func TestKeysWithoutSubcommand(t *testing.T) {
+	for _, args := range [][]string{{"keys"}, {"keys", "-dev"}, {"keys", "frobnicate"}} {
+		_, _, err := runCommand(t, map[string]string{config.KEKEnv: testKEK, "AUTH_DATA_DIR": t.TempDir()}, args...)
+		if err == nil {
+			t.Errorf("Run(%q) = nil error, want a keys subcommand error", args)
+			continue
+		}
+		for _, subcommand := range []string{"list", "rotate", "rewrap"} {
+			if !strings.Contains(err.Error(), subcommand) {
+				t.Errorf("Run(%q) = %q, want it to name the %s subcommand", args, err, subcommand)
+			}
+		}
+	}
+}
