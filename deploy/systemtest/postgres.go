@@ -11,11 +11,9 @@ import (
 	_ "github.com/lib/pq" // PostgreSQL driver for database/sql
 )
 
-// PostgresURL creates an empty database on the server named by
-// TEST_DATABASE_URL, drops it when the test ends, and returns its URL.
-// Without TEST_DATABASE_URL the test is skipped, or fails when
-// REQUIRE_POSTGRES=1.
-func PostgresURL(tb testing.TB) string {
+// PostgresAdminURL returns TEST_DATABASE_URL, skipping the test or failing it
+// like PostgresURL when it is not set.
+func PostgresAdminURL(tb testing.TB) string {
 	tb.Helper()
 
 	base := os.Getenv("TEST_DATABASE_URL")
@@ -25,6 +23,17 @@ func PostgresURL(tb testing.TB) string {
 		}
 		tb.Skip("TEST_DATABASE_URL is not set; skipping the PostgreSQL test")
 	}
+	return base
+}
+
+// PostgresURL creates an empty database on the server named by
+// TEST_DATABASE_URL, drops it when the test ends, and returns its URL.
+// Without TEST_DATABASE_URL the test is skipped, or fails when
+// REQUIRE_POSTGRES=1.
+func PostgresURL(tb testing.TB) string {
+	tb.Helper()
+
+	base := PostgresAdminURL(tb)
 
 	admin, err := sql.Open("postgres", base)
 	if err != nil {
