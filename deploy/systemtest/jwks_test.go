@@ -54,7 +54,7 @@ func TestTodoRestartWhileAuthDown(t *testing.T) {
 }
 
 // TestTodoWithoutKeysIsUnavailable checks that todo-service is not ready and
-// answers authenticated calls with UNAVAILABLE, not UNAUTHENTICATED, until
+// rejects authenticated calls with UNAVAILABLE, not UNAUTHENTICATED, until
 // it has loaded a key set.
 func TestTodoWithoutKeysIsUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -14,9 +14,9 @@ import (
 )
 
 // toStatus maps an error from the auth service to the gRPC status returned to
-// the client. Messages are generic where detail would help an attacker (which
-// check failed on a token or a password) or leak internals; the caller logs
-// the full error.
+// the client. Messages are generic where detail would help an attacker, such
+// as which check failed on a token or a password, or would leak internals.
+// The caller logs the full error.
 func toStatus(err error) *status.Status {
 	var invalid *auth.InvalidArgumentError
 	var tooMany *auth.TooManyAttemptsError

@@ -28,7 +28,7 @@ const kekIDLabel = "todoapp auth-service key-encryption key id"
 
 // KEKID returns a short public name for a key-encryption key: the first 6
 // bytes of HMAC-SHA256 keyed with the KEK over a fixed label, in hex. It
-// tells operators which KEK sealed a stored key without revealing the KEK,
+// identifies for operators the KEK that sealed a stored key without revealing it,
 // because the HMAC output gives no way back to its key.
 func KEKID(kek []byte) string {
 	mac := hmac.New(sha256.New, kek)
@@ -141,9 +141,9 @@ func newAEAD(kek []byte) (cipher.AEAD, error) {
 }
 
 // openPrivateKey decrypts a sealed private key with the first of keks that
-// opens it and checks that it belongs to the stored public key, so a row
-// whose columns were mixed up never signs tokens that its published key
-// cannot verify. It also returns the index of the KEK that opened it.
+// opens it and returns the key with the index of that KEK. It checks that
+// the key belongs to the stored public key, so a row whose columns were
+// mixed up never signs tokens that its published key cannot verify.
 func openPrivateKey(keks [][]byte, kid string, box []byte, public *rsa.PublicKey) (*rsa.PrivateKey, int, error) {
 	der, index, err := openAny(keks, kid, box)
 	if err != nil {

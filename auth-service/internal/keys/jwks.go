@@ -36,7 +36,7 @@ func (m *Manager) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	now := m.cfg.now()
 	if now.Sub(s.loadTime) > m.cfg.StaleAfter() {
 		w.Header().Set("Cache-Control", "no-store")
-		http.Error(w, "signing keys are stale: the database has not answered recently", http.StatusServiceUnavailable)
+		http.Error(w, "signing keys are stale: no reload from the database succeeded recently; check the database connection", http.StatusServiceUnavailable)
 		return
 	}
 

@@ -366,8 +366,8 @@ func TestShutdownTurnsHealthNotServing(t *testing.T) {
 }
 
 // TestShutdownDelayAnswersNotServing checks that during the shutdown delay
-// the server still answers health checks, with NOT_SERVING, so a client
-// that polls sees the shutdown before calls start to fail.
+// the server still responds to health checks, with NOT_SERVING, so a
+// client that polls learns of the shutdown before calls start to fail.
 func TestShutdownDelayAnswersNotServing(t *testing.T) {
 	js := startJWKS(t)
 	cfg := testConfig(t, js.url(), t.TempDir())
@@ -481,8 +481,8 @@ func TestDeadlineIsNotInternal(t *testing.T) {
 		t.Errorf("CreateTodo code = %v (%v), want DeadlineExceeded", got, err)
 	}
 
-	// The server sees either its own deadline or the client's cancel,
-	// whichever comes first. Both are the caller's doing.
+	// The server observes either its own deadline or the client's cancel,
+	// whichever comes first. The caller causes both.
 	waitLog(t, r.logs, `"method":"/todo.v1.TodoService/CreateTodo"`)
 	logs := r.logs.String()
 	if !strings.Contains(logs, `"code":"DeadlineExceeded"`) && !strings.Contains(logs, `"code":"Canceled"`) {

@@ -28,8 +28,8 @@ type fault struct {
 	// refuses the connection. The cache then uses a client that dials
 	// for each fetch; the other faults use the default client.
 	refuse bool
-	// hang marks a fault that makes fetches time out. The test then sets a
-	// fetch timeout of 100ms instead of one that only a bug reaches.
+	// hang marks a fault that makes fetches time out. The test then uses a
+	// fetch timeout of 100ms so that the timeout fires quickly.
 	hang bool
 	// inject switches env's endpoint to the fault.
 	inject func(t *testing.T, env *testEnv)
