@@ -129,8 +129,13 @@ func openPostgres(rawURL string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres database %s: %w", RedactURL(rawURL), err)
 	}
+	// As many idle connections as open ones, because with fewer a busy pool
+	// closes connections that the next requests open again, and each new
+	// PostgreSQL connection costs a process fork and a login. A quiet
+	// service still closes its connections after ConnMaxIdleTime.
 	db.SetMaxOpenConns(20)
-	db.SetMaxIdleConns(10)
+	db.SetMaxIdleConns(20)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	return &Store{db: db, dialect: DialectPostgres, target: RedactURL(rawURL)}, nil
 }
