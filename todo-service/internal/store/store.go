@@ -6,11 +6,13 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -59,6 +61,9 @@ type Store struct {
 	dialect string
 	target  string
 	now     func() time.Time
+
+	// stmts maps a query text with "?" placeholders to its *sqlx.Stmt.
+	stmts sync.Map
 }
 
 // Open connects to the database that opts names and pings it. It applies no
@@ -156,8 +161,12 @@ func RedactURL(rawURL string) string {
 	return u.Redacted()
 }
 
-// Close closes the connection pool.
+// Close closes the prepared statements and the connection pool.
 func (s *Store) Close() error {
+	s.stmts.Range(func(_, stmt any) bool {
+		stmt.(*sqlx.Stmt).Close()
+		return true
+	})
 	return s.db.Close()
 }
 
@@ -187,4 +196,64 @@ func (s *Store) rebind(query string) string {
 		return sqlx.Rebind(sqlx.DOLLAR, query)
 	}
 	return query
+}
+
+// prepared returns the prepared statement for query, written with "?"
+// placeholders, and prepares it on first use. database/sql prepares it again
+// on each pooled connection that runs it, so a lost connection costs one
+// new preparation and no error of its own. Reusing statements spares
+// PostgreSQL the parsing and planning of each query, and lib/pq a round
+// trip per query. The cache does not shrink: callers build their queries
+// from a fixed set of clauses, so it holds a few dozen statements at most.
+//
+// NOTE: A PostgreSQL schema change that alters the type of a column that
+// a statement returns makes the statement fail with "cached plan must not
+// change result type" on every connection that prepared it before, until
+// that connection ends (ConnMaxLifetime) or the process restarts. The
+// migrations so far
+// only create tables and indexes. A connection pooler in transaction mode
+// must support prepared statements (PgBouncer 1.21 or later with
+// max_prepared_statements set).
+func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	if stmt, ok := s.stmts.Load(query); ok {
+		return stmt.(*sqlx.Stmt), nil
+	}
+	stmt, err := s.db.PreparexContext(ctx, s.rebind(query))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, stmt); loaded {
+		stmt.Close()
+		return prev.(*sqlx.Stmt), nil
+	}
+	return stmt, nil
+}
+
+// get runs query through its prepared statement and scans the single row
+// into dest, like sqlx's GetContext.
+func (s *Store) get(ctx context.Context, dest any, query string, args ...any) error {
+	stmt, err := s.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	return stmt.GetContext(ctx, dest, args...)
+}
+
+// selectRows runs query through its prepared statement and scans every row
+// into the slice that dest points to, like sqlx's SelectContext.
+func (s *Store) selectRows(ctx context.Context, dest any, query string, args ...any) error {
+	stmt, err := s.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	return stmt.SelectContext(ctx, dest, args...)
+}
+
+// exec runs query through its prepared statement, like sqlx's ExecContext.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	stmt, err := s.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return stmt.ExecContext(ctx, args...)
 }

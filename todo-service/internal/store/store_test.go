@@ -2,7 +2,11 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"slices"
 	"strings"
 	"sync"
@@ -153,5 +157,90 @@ func testMigrateConcurrent(t *testing.T, opts store.Options) {
 	}
 	if diff := cmp.Diff(want, recorded); diff != "" {
 		t.Errorf("schema_migrations mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestPreparedStatementsAfterLostConnections prepares every statement of
+// the hot paths, ends all of the store's PostgreSQL connections from
+// another session, and checks that the same calls work again on new
+// connections, with the data intact.
+func TestPreparedStatementsAfterLostConnections(t *testing.T) {
+	base := storetest.PostgresURL(t)
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse PostgreSQL URL: %v", err)
+	}
+	appName := "todo_lost_conn_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	query := u.Query()
+	query.Set("application_name", appName)
+	u.RawQuery = query.Encode()
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, store.Options{DatabaseURL: u.String()})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+
+	const user = "user-lost-conn"
+	created, err := s.CreateTodo(ctx, store.Todo{UserID: user, Title: "before"})
+	if err != nil {
+		t.Fatalf("CreateTodo before: %v", err)
+	}
+	calls := func() error {
+		if _, err := s.GetTodo(ctx, user, created.ID); err != nil {
+			return fmt.Errorf("GetTodo: %w", err)
+		}
+		if _, err := s.ListTodos(ctx, store.ListParams{UserID: user, Limit: 10}); err != nil {
+			return fmt.Errorf("ListTodos: %w", err)
+		}
+		if _, err := s.UpdateTodo(ctx, store.TodoUpdate{ID: created.ID, UserID: user, Title: new("after")}); err != nil {
+			return fmt.Errorf("UpdateTodo: %w", err)
+		}
+		return nil
+	}
+	if err := calls(); err != nil {
+		t.Fatalf("before the connections ended: %v", err)
+	}
+
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatalf("open admin connection: %v", err)
+	}
+	defer admin.Close()
+	var ended int
+	err = admin.QueryRowContext(ctx, `SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, appName).Scan(&ended)
+	if err != nil {
+		t.Fatalf("end the store's connections: %v", err)
+	}
+	if ended == 0 {
+		t.Fatalf("found no connection with application_name %s to end", appName)
+	}
+
+	// A call that meets an ended connection may fail, as it would without
+	// prepared statements; the pool then drops that connection. With at
+	// most `ended` such connections, the calls succeed within ended+1
+	// rounds.
+	var lastErr error
+	for round := 0; round <= ended; round++ {
+		if lastErr = calls(); lastErr == nil {
+			break
+		}
+		t.Logf("round %d after ending %d connections: %v", round, ended, lastErr)
+	}
+	if lastErr != nil {
+		t.Fatalf("calls still fail after %d rounds: %v", ended+1, lastErr)
+	}
+
+	got, err := s.GetTodo(ctx, user, created.ID)
+	if err != nil {
+		t.Fatalf("GetTodo after: %v", err)
+	}
+	if got.Title != "after" {
+		t.Errorf("title after the updates = %q, want %q", got.Title, "after")
 	}
 }

@@ -121,8 +121,8 @@ func (s *Store) CreateTodo(ctx context.Context, t Todo) (Todo, error) {
 		row.CompleteTime = sql.NullInt64{Int64: now.UnixMicro(), Valid: true}
 	}
 
-	query := s.rebind(`INSERT INTO todos (` + todoColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	_, err := s.db.ExecContext(ctx, query, row.ID, row.UserID, row.Title, row.Description,
+	query := `INSERT INTO todos (` + todoColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	_, err := s.exec(ctx, query, row.ID, row.UserID, row.Title, row.Description,
 		row.Completed, row.CreateTime, row.UpdateTime, row.CompleteTime, row.ETag)
 	if err != nil {
 		return Todo{}, fmt.Errorf("insert todo: %w", err)
@@ -139,8 +139,8 @@ func (s *Store) GetTodo(ctx context.Context, userID, id string) (Todo, error) {
 	}
 
 	var row todoRow
-	query := s.rebind(`SELECT ` + todoColumns + ` FROM todos WHERE id = ? AND user_id = ?`)
-	err := s.db.GetContext(ctx, &row, query, id, userID)
+	query := `SELECT ` + todoColumns + ` FROM todos WHERE id = ? AND user_id = ?`
+	err := s.get(ctx, &row, query, id, userID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Todo{}, ErrNotFound
 	}
@@ -180,10 +180,10 @@ func (s *Store) ListTodos(ctx context.Context, p ListParams) ([]Todo, error) {
 	}
 	args = append(args, p.Limit)
 
-	query := s.rebind(`SELECT ` + todoColumns + ` FROM todos WHERE ` + strings.Join(conditions, " AND ") +
-		` ORDER BY create_time DESC, id DESC LIMIT ?`)
+	query := `SELECT ` + todoColumns + ` FROM todos WHERE ` + strings.Join(conditions, " AND ") +
+		` ORDER BY create_time DESC, id DESC LIMIT ?`
 	var rows []todoRow
-	if err := s.db.SelectContext(ctx, &rows, query, args...); err != nil {
+	if err := s.selectRows(ctx, &rows, query, args...); err != nil {
 		return nil, fmt.Errorf("select todos: %w", err)
 	}
 
@@ -242,9 +242,9 @@ func (s *Store) UpdateTodo(ctx context.Context, u TodoUpdate) (Todo, error) {
 		args = append(args, u.ETag)
 	}
 
-	query := s.rebind(`UPDATE todos SET ` + strings.Join(sets, ", ") + ` WHERE ` + where + ` RETURNING ` + todoColumns)
+	query := `UPDATE todos SET ` + strings.Join(sets, ", ") + ` WHERE ` + where + ` RETURNING ` + todoColumns
 	var row todoRow
-	err := s.db.GetContext(ctx, &row, query, args...)
+	err := s.get(ctx, &row, query, args...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Todo{}, s.explainMiss(ctx, u.UserID, id)
 	}
@@ -269,7 +269,7 @@ func (s *Store) DeleteTodo(ctx context.Context, userID, id, etag string) error {
 		query += " AND etag = ?"
 		args = append(args, etag)
 	}
-	res, err := s.db.ExecContext(ctx, s.rebind(query), args...)
+	res, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("delete todo %s: %w", id, err)
 	}
@@ -288,8 +288,8 @@ func (s *Store) DeleteTodo(ctx context.Context, userID, id, etag string) error {
 // deleted in between is reported as missing, which is the right result.
 func (s *Store) explainMiss(ctx context.Context, userID, id string) error {
 	var count int
-	query := s.rebind(`SELECT COUNT(*) FROM todos WHERE id = ? AND user_id = ?`)
-	if err := s.db.GetContext(ctx, &count, query, id, userID); err != nil {
+	query := `SELECT COUNT(*) FROM todos WHERE id = ? AND user_id = ?`
+	if err := s.get(ctx, &count, query, id, userID); err != nil {
 		return fmt.Errorf("select todo %s: %w", id, err)
 	}
 	if count == 0 {
