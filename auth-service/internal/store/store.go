@@ -64,9 +64,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// NOTE: the pool limits are constants, not flags. maxOpenConns keeps
 		// a burst of requests within PostgreSQL's default max_connections
 		// of 100 for a few replicas. Many replicas need a lower value or a
-		// higher max_connections.
+		// higher max_connections. All of them may stay idle, because with
+		// fewer a busy pool closes connections that the next requests open
+		// again, and each new PostgreSQL connection costs a process fork
+		// and a login.
 		db.SetMaxOpenConns(maxOpenConns)
-		db.SetMaxIdleConns(maxOpenConns / 2)
+		db.SetMaxIdleConns(maxOpenConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
 
