@@ -239,14 +239,32 @@ func (s *Store) get(ctx context.Context, dest any, query string, args ...any) er
 	return stmt.GetContext(ctx, dest, args...)
 }
 
-// selectRows runs query through its prepared statement and scans every row
-// into the slice that dest points to, like sqlx's SelectContext.
-func (s *Store) selectRows(ctx context.Context, dest any, query string, args ...any) error {
+// query runs query through its prepared statement, like QueryContext.
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	stmt, err := s.prepared(ctx, query)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return stmt.SelectContext(ctx, dest, args...)
+	return stmt.QueryContext(ctx, args...)
+}
+
+// queryRow runs query through its prepared statement, like QueryRowContext.
+// A failed preparation comes back from the Scan method of the result.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) rowScanner {
+	stmt, err := s.prepared(ctx, query)
+	if err != nil {
+		return errRow{err: err}
+	}
+	return stmt.QueryRowContext(ctx, args...)
+}
+
+// errRow is a row whose Scan returns err.
+type errRow struct {
+	err error
+}
+
+func (r errRow) Scan(...any) error {
+	return r.err
 }
 
 // exec runs query through its prepared statement, like sqlx's ExecContext.

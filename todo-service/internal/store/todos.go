@@ -59,20 +59,39 @@ type TodoUpdate struct {
 	ETag string
 }
 
-// todoRow is a row of the todos table.
+// todoRow is a row of the todos table, with its fields in the order of
+// todoColumns.
 type todoRow struct {
-	ID           string        `db:"id"`
-	UserID       string        `db:"user_id"`
-	Title        string        `db:"title"`
-	Description  string        `db:"description"`
-	Completed    bool          `db:"completed"`
-	CreateTime   int64         `db:"create_time"`
-	UpdateTime   int64         `db:"update_time"`
-	CompleteTime sql.NullInt64 `db:"complete_time"`
-	ETag         string        `db:"etag"`
+	ID           string
+	UserID       string
+	Title        string
+	Description  string
+	Completed    bool
+	CreateTime   int64
+	UpdateTime   int64
+	CompleteTime sql.NullInt64
+	ETag         string
 }
 
 const todoColumns = `id, user_id, title, description, completed, create_time, update_time, complete_time, etag`
+
+// rowScanner is the Scan method that *sql.Row and *sql.Rows share.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+// scanTodo reads the todoColumns of one row. It scans into the fields
+// directly instead of through sqlx's reflection, which took a fifth of
+// todo-service's CPU time under a ListTodos load.
+func scanTodo(row rowScanner) (Todo, error) {
+	var r todoRow
+	err := row.Scan(&r.ID, &r.UserID, &r.Title, &r.Description, &r.Completed,
+		&r.CreateTime, &r.UpdateTime, &r.CompleteTime, &r.ETag)
+	if err != nil {
+		return Todo{}, err
+	}
+	return r.todo(), nil
+}
 
 func (r todoRow) todo() Todo {
 	t := Todo{
@@ -138,16 +157,15 @@ func (s *Store) GetTodo(ctx context.Context, userID, id string) (Todo, error) {
 		return Todo{}, ErrNotFound
 	}
 
-	var row todoRow
 	query := `SELECT ` + todoColumns + ` FROM todos WHERE id = ? AND user_id = ?`
-	err := s.get(ctx, &row, query, id, userID)
+	todo, err := scanTodo(s.queryRow(ctx, query, id, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Todo{}, ErrNotFound
 	}
 	if err != nil {
 		return Todo{}, fmt.Errorf("select todo %s: %w", id, err)
 	}
-	return row.todo(), nil
+	return todo, nil
 }
 
 // ListTodos returns up to p.Limit todos of p.UserID, newest first, with ties
@@ -182,14 +200,24 @@ func (s *Store) ListTodos(ctx context.Context, p ListParams) ([]Todo, error) {
 
 	query := `SELECT ` + todoColumns + ` FROM todos WHERE ` + strings.Join(conditions, " AND ") +
 		` ORDER BY create_time DESC, id DESC LIMIT ?`
-	var rows []todoRow
-	if err := s.selectRows(ctx, &rows, query, args...); err != nil {
+	rows, err := s.query(ctx, query, args...)
+	if err != nil {
 		return nil, fmt.Errorf("select todos: %w", err)
 	}
+	defer rows.Close()
 
-	todos := make([]Todo, len(rows))
-	for i, row := range rows {
-		todos[i] = row.todo()
+	// The capacity bound keeps a huge limit from allocating before any row
+	// arrives. Longer results grow the slice as usual.
+	todos := make([]Todo, 0, min(p.Limit, 1024))
+	for rows.Next() {
+		todo, err := scanTodo(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan todo: %w", err)
+		}
+		todos = append(todos, todo)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select todos: %w", err)
 	}
 	return todos, nil
 }
@@ -243,15 +271,14 @@ func (s *Store) UpdateTodo(ctx context.Context, u TodoUpdate) (Todo, error) {
 	}
 
 	query := `UPDATE todos SET ` + strings.Join(sets, ", ") + ` WHERE ` + where + ` RETURNING ` + todoColumns
-	var row todoRow
-	err := s.get(ctx, &row, query, args...)
+	todo, err := scanTodo(s.queryRow(ctx, query, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Todo{}, s.explainMiss(ctx, u.UserID, id)
 	}
 	if err != nil {
 		return Todo{}, fmt.Errorf("update todo %s: %w", id, err)
 	}
-	return row.todo(), nil
+	return todo, nil
 }
 
 // DeleteTodo removes the todo id of userID. When etag is not empty, it must
