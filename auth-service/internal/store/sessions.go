@@ -171,7 +171,7 @@ func (s *Store) RevokeSessionByRefreshToken(ctx context.Context, tokenHash strin
 // GetSession returns the session, active or not, or auth.ErrNotFound.
 func (s *Store) GetSession(ctx context.Context, id string) (auth.Session, error) {
 	var row sessionRow
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT `+sessionColumns+` FROM sessions WHERE id = ?`), id)
+	err := s.get(ctx, &row, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id)
 	if err != nil {
 		return auth.Session{}, translateError("select session "+id, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -46,6 +47,9 @@ type Config struct {
 type Store struct {
 	db      *sqlx.DB
 	dialect Dialect
+
+	// stmts maps a query text with "?" placeholders to its *sqlx.Stmt.
+	stmts sync.Map
 }
 
 // Open connects to the database that cfg names and pings it.
@@ -146,7 +150,50 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.db.PingContext(ctx)
 }
 
-// Close closes every connection.
+// Close closes the prepared statements and every connection.
 func (s *Store) Close() error {
+	s.stmts.Range(func(_, stmt any) bool {
+		stmt.(*sqlx.Stmt).Close()
+		return true
+	})
 	return s.db.Close()
+}
+
+// prepared returns the prepared statement for query, written with "?"
+// placeholders, and prepares it on first use. database/sql prepares it again
+// on each pooled connection that runs it, including connections opened
+// after a lost one. Reusing statements spares PostgreSQL the parsing and
+// planning of each query, and lib/pq a round trip per query. Only the
+// frequent single-statement reads use it, so the cache holds a handful of
+// statements. Queries inside transactions are not prepared.
+//
+// NOTE: A PostgreSQL schema change that alters the type of a column that
+// a statement returns makes the statement fail with "cached plan must not
+// change result type" on every connection that prepared it before, until
+// that connection closes or the process restarts. A connection pooler in
+// transaction mode must support prepared statements (PgBouncer 1.21 or
+// later with max_prepared_statements set).
+func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	if stmt, ok := s.stmts.Load(query); ok {
+		return stmt.(*sqlx.Stmt), nil
+	}
+	stmt, err := s.db.PreparexContext(ctx, s.db.Rebind(query))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, stmt); loaded {
+		stmt.Close()
+		return prev.(*sqlx.Stmt), nil
+	}
+	return stmt, nil
+}
+
+// get runs query through its prepared statement and scans the single row
+// into dest, like sqlx's GetContext.
+func (s *Store) get(ctx context.Context, dest any, query string, args ...any) error {
+	stmt, err := s.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	return stmt.GetContext(ctx, dest, args...)
 }

@@ -74,8 +74,7 @@ func (s *Store) CreateUser(ctx context.Context, u auth.User, passwordHash string
 // hash, or auth.ErrNotFound.
 func (s *Store) GetUserByEmail(ctx context.Context, email string) (auth.User, string, error) {
 	var row userRow
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(
-		`SELECT id, email, password_hash, create_time FROM users WHERE email = ?`), email)
+	err := s.get(ctx, &row, `SELECT id, email, password_hash, create_time FROM users WHERE email = ?`, email)
 	if err != nil {
 		return auth.User{}, "", translateError("select user by email", err)
 	}
@@ -85,8 +84,7 @@ func (s *Store) GetUserByEmail(ctx context.Context, email string) (auth.User, st
 // GetUserByID returns the user and its password hash, or auth.ErrNotFound.
 func (s *Store) GetUserByID(ctx context.Context, id string) (auth.User, string, error) {
 	var row userRow
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(
-		`SELECT id, email, password_hash, create_time FROM users WHERE id = ?`), id)
+	err := s.get(ctx, &row, `SELECT id, email, password_hash, create_time FROM users WHERE id = ?`, id)
 	if err != nil {
 		return auth.User{}, "", translateError("select user "+id, err)
 	}
