@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -81,6 +82,9 @@ type harness struct {
 	kekFile   string
 	quick     bool
 	out       io.Writer
+	// meter, when set, measures the server-side CPU time of each recorded
+	// run.
+	meter *CPUMeter
 }
 
 func newHarness(t *testing.T) *harness {
@@ -185,15 +189,54 @@ func (h *harness) run(ctx context.Context, l Load, mode string, warmUp bool) Row
 		}
 	}
 
+	var before CPUSample
+	if h.meter != nil {
+		var err error
+		if before, err = h.meter.Sample(ctx); err != nil {
+			h.t.Fatal(err)
+		}
+	}
 	res, err := RunGhz(ctx, h.ghz, l)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	row := Row{Scenario: l.Name, Mode: mode, Concurrency: l.Concurrency, Result: res}
+	if h.meter != nil {
+		usage, err := h.meter.Since(ctx, before)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		row.CPU = &usage
 	}
 	if res.Errors > 0 {
 		h.t.Errorf("%s (%s): %d of %d calls failed: %v", l.Name, mode, res.Errors, res.Requests, res.Codes)
 	}
 	h.t.Logf("%s %s: %.0f req/s, p50 %s, p99 %s, %d errors", l.Name, mode, res.RPS, res.P50, res.P99, res.Errors)
-	return Row{Scenario: l.Name, Mode: mode, Concurrency: l.Concurrency, Result: res}
+	return row
+}
+
+// newMeter returns a CPU meter for the services and for the PostgreSQL
+// backends of the databases at databaseURLs.
+func (h *harness) newMeter(admin *sql.DB, services []*systemtest.Service, databaseURLs ...string) *CPUMeter {
+	h.t.Helper()
+
+	pids := make([]int, 0, len(services))
+	for _, s := range services {
+		pid, err := FindPID(s.GRPCAddr)
+		if err != nil {
+			h.t.Fatalf("find the process of %s: %v", s.Name, err)
+		}
+		pids = append(pids, pid)
+	}
+	names := make([]string, 0, len(databaseURLs))
+	for _, raw := range databaseURLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			h.t.Fatalf("parse database URL: %v", err)
+		}
+		names = append(names, strings.TrimPrefix(u.Path, "/"))
+	}
+	return NewCPUMeter(admin, pids, names)
 }
 
 func signUp(ctx context.Context, t *testing.T, client authv1.AuthServiceClient, email string) Account {
@@ -290,6 +333,11 @@ func TestBench(t *testing.T) {
 	readerIDs := createTodos(ctx, t, todoClient, reader, seededTodos)
 	writerIDs := createTodos(ctx, t, todoClient, writer, seededTodos)
 
+	// Every todo scenario is charged with both services and both
+	// databases, so offline and introspect mode compare on equal terms.
+	admin := OpenDB(t, h.serverURL)
+	h.meter = h.newMeter(admin, []*systemtest.Service{auth, offline}, authDB, todoDB)
+
 	rows = append(rows, h.run(ctx, Load{
 		Name:        "Health.Check",
 		Call:        "grpc.health.v1.Health/Check",
@@ -306,9 +354,12 @@ func TestBench(t *testing.T) {
 		t.Logf("introspect mode skipped: %s", reason)
 	} else {
 		introspect := h.startTodo(auth, todoDB, args...)
+		h.meter = h.newMeter(admin, []*systemtest.Service{auth, introspect}, authDB, todoDB)
 		rows = append(rows, h.todoScenarios(ctx, introspect.GRPCAddr, "introspect", reader, writer, readerIDs, writerIDs)...)
 		introspect.Stop(t)
 	}
+
+	h.meter = h.newMeter(admin, []*systemtest.Service{auth}, authDB)
 
 	rows = append(rows, h.run(ctx, Load{
 		Name:        "Login",
@@ -449,6 +500,14 @@ func (h *harness) printRatios(rows []Row, serialSign, parallelSign float64) {
 			continue
 		}
 		fmt.Fprintf(h.out, "- %s offline / introspect throughput: %.2fx (target: at least 2x)\n", scenario, off.RPS/in.RPS)
+		offServices, offPostgres, okOff := off.CPUPerCall()
+		inServices, inPostgres, okIn := in.CPUPerCall()
+		if okOff && okIn && offServices+offPostgres > 0 {
+			fmt.Fprintf(h.out, "- %s introspect / offline server CPU per call (services and PostgreSQL): %.2fx (%s µs against %s µs; ghz itself used %s µs and %s µs per call)\n",
+				scenario, float64(inServices+inPostgres)/float64(offServices+offPostgres),
+				micros(inServices+inPostgres), micros(offServices+offPostgres),
+				micros(in.ClientCPU/time.Duration(in.Requests)), micros(off.ClientCPU/time.Duration(off.Requests)))
+		}
 	}
 
 	refresh, _ := findRow(rows, "Refresh", "")

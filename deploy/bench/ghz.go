@@ -55,6 +55,9 @@ type Result struct {
 	Errors   uint64
 	// Codes counts the calls by gRPC status code name ("OK", "Unavailable").
 	Codes map[string]int
+	// ClientCPU is the user plus system CPU time of the ghz process, which
+	// shares the machine's CPUs with the servers it drives.
+	ClientCPU time.Duration
 }
 
 // ghzReport is the part of ghz's JSON report (version 0.93) that Result
@@ -135,7 +138,9 @@ func RunGhz(ctx context.Context, ghzPath string, l Load) (Result, error) {
 	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
 		return Result{}, fmt.Errorf("ghz %s: parse JSON report: %w\n%s", l.Name, err, stderr.String())
 	}
-	return summarize(l.Name, report), nil
+	res := summarize(l.Name, report)
+	res.ClientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return res, nil
 }
 
 func summarize(name string, report ghzReport) Result {

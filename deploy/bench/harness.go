@@ -30,21 +30,48 @@ type Row struct {
 	Mode        string // "offline", "introspect" or "" where the mode does not apply
 	Concurrency int
 	Result
+	// CPU is the server-side CPU time of the run, or nil when the run was
+	// not measured.
+	CPU *CPUUsage
+}
+
+// CPUPerCall returns the services' and PostgreSQL's CPU time per call of
+// the row, and false when the row has no CPU measurement.
+func (r Row) CPUPerCall() (services, postgres time.Duration, ok bool) {
+	if r.CPU == nil || r.Requests == 0 {
+		return 0, 0, false
+	}
+	n := time.Duration(r.Requests)
+	return r.CPU.Services / n, r.CPU.Postgres / n, true
 }
 
 // WriteTable writes rows as a Markdown table: requests per second, the
-// latency percentiles in milliseconds and the count of failed calls.
+// latency percentiles in milliseconds, the count of failed calls, and the
+// CPU time per call in microseconds of ghz, of the services and of
+// PostgreSQL.
 func WriteTable(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| scenario | mode | requests | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| scenario | mode | requests | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | ghz CPU µs/call | services CPU µs/call | PostgreSQL CPU µs/call |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		mode := r.Mode
 		if mode == "" {
 			mode = "-"
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %d |\n",
-			r.Scenario, mode, r.Requests, r.Concurrency, r.RPS, millis(r.P50), millis(r.P95), millis(r.P99), r.Errors)
+		clientCPU, servicesCPU, postgresCPU := "-", "-", "-"
+		if r.Requests > 0 {
+			clientCPU = micros(r.ClientCPU / time.Duration(r.Requests))
+		}
+		if services, postgres, ok := r.CPUPerCall(); ok {
+			servicesCPU, postgresCPU = micros(services), micros(postgres)
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %d | %s | %s | %s |\n",
+			r.Scenario, mode, r.Requests, r.Concurrency, r.RPS, millis(r.P50), millis(r.P95), millis(r.P99), r.Errors,
+			clientCPU, servicesCPU, postgresCPU)
 	}
+}
+
+func micros(d time.Duration) string {
+	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond))
 }
 
 func millis(d time.Duration) string {

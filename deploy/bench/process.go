@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -118,4 +119,49 @@ func ReadMetric(ctx context.Context, httpAddr, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("metric %s not found at http://%s/metrics", name, httpAddr)
+}
+
+// clockTicksPerSecond is USER_HZ, the unit of the CPU times in
+// /proc/<pid>/stat (sysconf(_SC_CLK_TCK), proc(5)). Linux fixes it at 100
+// on x86 and arm64.
+const clockTicksPerSecond = 100
+
+// ReadCPUTime returns the user plus system CPU time that process pid has
+// used in all its threads, from /proc/pid/stat. The resolution is 10 ms.
+func ReadCPUTime(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	t, err := parseStatCPU(raw)
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	return t, nil
+}
+
+// parseStatCPU returns utime plus stime, fields 14 and 15 of a
+// /proc/<pid>/stat line.
+func parseStatCPU(raw []byte) (time.Duration, error) {
+	// The command name in field 2 may contain spaces and parentheses, so
+	// the fields are counted from the last ')'.
+	end := bytes.LastIndexByte(raw, ')')
+	if end < 0 {
+		return 0, errors.New("no command name in the stat line")
+	}
+	fields := strings.Fields(string(raw[end+1:]))
+	// fields[0] is field 3 (state), so utime (14) and stime (15) are
+	// fields[11] and fields[12].
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("stat line has %d fields after the command name, want at least 13", len(fields))
+	}
+	var ticks int64
+	for _, field := range fields[11:13] {
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse CPU time %q: %w", field, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicksPerSecond, nil
 }
