@@ -643,23 +643,31 @@ func (h *harness) scaleStep(ctx context.Context, auth *systemtest.Service, reade
 		}
 	}
 	for _, run := range []scaleResult{small, large} {
-		fmt.Fprintf(h.out, "\nEXPLAIN ANALYZE of GetTodo with %s rows (%d in the table):\n\n```\n%s\n```\n", run.label, run.count, run.getPlan)
-		fmt.Fprintf(h.out, "\nEXPLAIN ANALYZE of ListTodos (page of 20) with %s rows:\n\n```\n%s\n```\n", run.label, run.listPlan)
-		if !strings.Contains(run.getPlan, "todos_pkey") {
-			t.Errorf("GetTodo plan with %s rows does not use todos_pkey:\n%s", run.label, run.getPlan)
-		}
-		if !strings.Contains(run.listPlan, "todos_user_create_idx") {
-			t.Errorf("ListTodos plan with %s rows does not use todos_user_create_idx:\n%s", run.label, run.listPlan)
+		for _, plan := range []struct {
+			query, index string
+			plans        Plans
+		}{
+			{"GetTodo", "todos_pkey", run.getPlans},
+			{"ListTodos (page of 20)", "todos_user_create_idx", run.listPlans},
+		} {
+			for _, kind := range []struct{ name, text string }{{"custom", plan.plans.Custom}, {"generic", plan.plans.Generic}} {
+				fmt.Fprintf(h.out, "\nEXPLAIN ANALYZE of %s, %s plan, with %s rows (%d in the table):\n\n```\n%s\n```\n",
+					plan.query, kind.name, run.label, run.count, kind.text)
+				if !strings.Contains(kind.text, plan.index) {
+					t.Errorf("%s %s plan with %s rows does not use %s:\n%s", plan.query, kind.name, run.label, plan.index, kind.text)
+				}
+			}
 		}
 	}
 	todo.Stop(t)
 }
 
 type scaleResult struct {
-	label             string
-	count             int64
-	rows              []Row
-	getPlan, listPlan string
+	label     string
+	count     int64
+	rows      []Row
+	getPlans  Plans
+	listPlans Plans
 }
 
 func (h *harness) scaleRun(ctx context.Context, db *sql.DB, addr string, reader Account, ids []string, label string) scaleResult {
@@ -683,10 +691,10 @@ func (h *harness) scaleRun(ctx context.Context, db *sql.DB, addr string, reader 
 		Data: map[string]int{"page_size": 20}, Token: reader.AccessToken, Requests: h.requests(scaleRequests), Concurrency: scaleConcurrency,
 	}, "offline", true))
 
-	if res.getPlan, err = ExplainGet(ctx, db, reader.ID, ids[len(ids)/2]); err != nil {
+	if res.getPlans, err = ExplainGet(ctx, db, reader.ID, ids[len(ids)/2]); err != nil {
 		t.Fatal(err)
 	}
-	if res.listPlan, err = ExplainList(ctx, db, reader.ID, 20); err != nil {
+	if res.listPlans, err = ExplainList(ctx, db, reader.ID, 20); err != nil {
 		t.Fatal(err)
 	}
 	return res

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq" // registers the "postgres" driver
+	"github.com/lib/pq" // also registers the "postgres" driver
 )
 
 // CreateDatabase creates a database with a unique random name on the
@@ -145,20 +145,68 @@ func CountTodos(ctx context.Context, db *sql.DB) (int64, error) {
 	return n, err
 }
 
-// ExplainGet returns the executed plan of the query that todo-service runs
+// Plans holds the executed plans of one query. Custom is the plan for the
+// given parameter values. Generic is the plan without them, which
+// PostgreSQL may switch a prepared statement to after five executions, and
+// todo-service prepares its statements.
+type Plans struct {
+	Custom  string
+	Generic string
+}
+
+// ExplainGet returns the executed plans of the query that todo-service runs
 // for GetTodo, with the given todo and user.
-func ExplainGet(ctx context.Context, db *sql.DB, userID, todoID string) (string, error) {
-	return explain(ctx, db, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2`, todoID, userID)
+func ExplainGet(ctx context.Context, db *sql.DB, userID, todoID string) (Plans, error) {
+	return explain(ctx, db, `SELECT `+todoColumns+` FROM todos WHERE id = $1 AND user_id = $2`,
+		[]string{"uuid", "text"}, todoID, userID)
 }
 
-// ExplainList returns the executed plan of the query that todo-service runs
-// for the first page of ListTodos without a filter.
-func ExplainList(ctx context.Context, db *sql.DB, userID string, pageSize int) (string, error) {
-	return explain(ctx, db, `SELECT `+todoColumns+` FROM todos WHERE user_id = $1 ORDER BY create_time DESC, id DESC LIMIT $2`, userID, pageSize)
+// ExplainList returns the executed plans of the query that todo-service
+// runs for the first page of ListTodos without a filter.
+func ExplainList(ctx context.Context, db *sql.DB, userID string, pageSize int) (Plans, error) {
+	return explain(ctx, db, `SELECT `+todoColumns+` FROM todos WHERE user_id = $1 ORDER BY create_time DESC, id DESC LIMIT $2`,
+		[]string{"text", "bigint"}, userID, pageSize)
 }
 
-func explain(ctx context.Context, db *sql.DB, query string, args ...any) (string, error) {
-	rows, err := db.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+query, args...)
+// explain runs EXPLAIN (ANALYZE, BUFFERS) of query with args, whose
+// PostgreSQL types are paramTypes, once with the values bound and once as
+// the generic plan of a prepared statement. Both run on one connection,
+// which gets its settings back before it returns to the pool.
+func explain(ctx context.Context, db *sql.DB, query string, paramTypes []string, args ...any) (Plans, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return Plans{}, fmt.Errorf("explain: %w", err)
+	}
+	defer conn.Close()
+
+	var plans Plans
+	if plans.Custom, err = explainLines(ctx, conn, "EXPLAIN (ANALYZE, BUFFERS) "+query, args...); err != nil {
+		return Plans{}, err
+	}
+
+	if _, err := conn.ExecContext(ctx, "PREPARE bench_plan ("+strings.Join(paramTypes, ", ")+") AS "+query); err != nil {
+		return Plans{}, fmt.Errorf("explain: prepare: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DEALLOCATE bench_plan")
+	if _, err := conn.ExecContext(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		return Plans{}, fmt.Errorf("explain: set plan_cache_mode: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "RESET plan_cache_mode")
+
+	// EXECUTE takes its arguments as SQL expressions, so they are quoted
+	// literals here, cast by the types of the PREPARE.
+	literals := make([]string, len(args))
+	for i, arg := range args {
+		literals[i] = pq.QuoteLiteral(fmt.Sprint(arg))
+	}
+	if plans.Generic, err = explainLines(ctx, conn, "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_plan ("+strings.Join(literals, ", ")+")"); err != nil {
+		return Plans{}, err
+	}
+	return plans, nil
+}
+
+func explainLines(ctx context.Context, conn *sql.Conn, query string, args ...any) (string, error) {
+	rows, err := conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return "", fmt.Errorf("explain: %w", err)
 	}
