@@ -145,7 +145,7 @@ func CountTodos(ctx context.Context, db *sql.DB) (int64, error) {
 	return n, err
 }
 
-// Plans holds the executed plans of one query. Custom is the plan for the
+// Plans is the pair of executed plans of one query. Custom is the plan for the
 // given parameter values. Generic is the plan without them, which
 // PostgreSQL may switch a prepared statement to after five executions, and
 // todo-service prepares its statements.

@@ -210,10 +210,9 @@ func (s *Store) rebind(query string) string {
 // a statement returns makes the statement fail with "cached plan must not
 // change result type" on every connection that prepared it before, until
 // that connection ends (ConnMaxLifetime) or the process restarts. The
-// migrations so far
-// only create tables and indexes. A connection pooler in transaction mode
-// must support prepared statements (PgBouncer 1.21 or later with
-// max_prepared_statements set).
+// migrations so far only create tables and indexes. A connection pooler in
+// transaction mode must support prepared statements (PgBouncer 1.21 or
+// later with max_prepared_statements set).
 func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	if stmt, ok := s.stmts.Load(query); ok {
 		return stmt.(*sqlx.Stmt), nil
