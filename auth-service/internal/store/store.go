@@ -7,6 +7,7 @@ package store
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -145,9 +146,20 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 // Dialect returns the SQL dialect of the database.
 func (s *Store) Dialect() Dialect { return s.dialect }
 
-// Ping checks that the database responds.
+// Ping checks that the database responds. database/sql retries a dead
+// pooled connection while it acquires one, but not when the ping itself
+// fails on it, so after the server ended idle connections each of them
+// would fail one ping. Ping tries again, on the next connection, while the
+// ping fails with driver.ErrBadConn, at most once per pooled connection.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.db.PingContext(ctx)
+	var err error
+	for range maxOpenConns + 1 {
+		err = s.db.PingContext(ctx)
+		if !errors.Is(err, driver.ErrBadConn) {
+			return err
+		}
+	}
+	return err
 }
 
 // Close closes the prepared statements and every connection.

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -37,6 +38,9 @@ const (
 	DialectSQLite   = "sqlite"
 	DialectPostgres = "postgres"
 )
+
+// maxOpenConns caps the PostgreSQL connections of one process.
+const maxOpenConns = 20
 
 // SQLiteFileName is the database file created in the data directory when no
 // database URL is configured.
@@ -138,8 +142,8 @@ func openPostgres(rawURL string) (*Store, error) {
 	// closes connections that the next requests open again, and each new
 	// PostgreSQL connection costs a process fork and a login. A quiet
 	// service still closes its connections after ConnMaxIdleTime.
-	db.SetMaxOpenConns(20)
-	db.SetMaxIdleConns(20)
+	db.SetMaxOpenConns(maxOpenConns)
+	db.SetMaxIdleConns(maxOpenConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	return &Store{db: db, dialect: DialectPostgres, target: RedactURL(rawURL)}, nil
@@ -181,9 +185,20 @@ func (s *Store) Target() string {
 	return s.target
 }
 
-// Ping checks that the database responds.
+// Ping checks that the database responds. database/sql retries a dead
+// pooled connection while it acquires one, but not when the ping itself
+// fails on it, so after the server ended idle connections each of them
+// would fail one ping. Ping tries again, on the next connection, while the
+// ping fails with driver.ErrBadConn, at most once per pooled connection.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.db.PingContext(ctx)
+	var err error
+	for range maxOpenConns + 1 {
+		err = s.db.PingContext(ctx)
+		if !errors.Is(err, driver.ErrBadConn) {
+			return err
+		}
+	}
+	return err
 }
 
 // DB returns the connection pool, for tests that inspect tables directly.

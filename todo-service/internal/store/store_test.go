@@ -160,11 +160,12 @@ func testMigrateConcurrent(t *testing.T, opts store.Options) {
 	}
 }
 
-// TestPreparedStatementsAfterLostConnections prepares every statement of
-// the hot paths, ends all of the store's PostgreSQL connections from
-// another session, and checks that the same calls work again on new
-// connections, with the data intact.
-func TestPreparedStatementsAfterLostConnections(t *testing.T) {
+// openNamedPostgres opens a migrated store whose PostgreSQL connections
+// carry a unique application_name, and returns it with that name and a
+// second pool for ending them.
+func openNamedPostgres(t *testing.T) (*store.Store, string, *sql.DB) {
+	t.Helper()
+
 	base := storetest.PostgresURL(t)
 	u, err := url.Parse(base)
 	if err != nil {
@@ -175,16 +176,89 @@ func TestPreparedStatementsAfterLostConnections(t *testing.T) {
 	query.Set("application_name", appName)
 	u.RawQuery = query.Encode()
 
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	s, err := store.Open(ctx, store.Options{DatabaseURL: u.String()})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
+
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatalf("open admin connection: %v", err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	return s, appName, admin
+}
+
+// fillPool makes the store's pool hold n connections by running n queries
+// at once. They stay in the pool as idle connections afterwards.
+func fillPool(ctx context.Context, t *testing.T, s *store.Store, n int) {
+	t.Helper()
+
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = s.DB().ExecContext(ctx, "SELECT pg_sleep(0.1)")
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("query %d to fill the pool: %v", i, err)
+		}
+	}
+}
+
+// endConnections ends every PostgreSQL backend whose application_name is
+// appName and waits until they are gone, so the server has closed their
+// sockets. It returns how many it ended.
+func endConnections(ctx context.Context, t *testing.T, admin *sql.DB, appName string) int {
+	t.Helper()
+
+	var ended int
+	err := admin.QueryRowContext(ctx,
+		`SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, appName).Scan(&ended)
+	if err != nil {
+		t.Fatalf("end the connections of %s: %v", appName, err)
+	}
+	if ended == 0 {
+		t.Fatalf("found no connection with application_name %s to end", appName)
+	}
+
+	for {
+		var left int
+		err := admin.QueryRowContext(ctx,
+			`SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1`, appName).Scan(&left)
+		if err != nil {
+			t.Fatalf("count the connections of %s: %v", appName, err)
+		}
+		if left == 0 {
+			return ended
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d connections of %s still open: %v", left, appName, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestPreparedStatementsAfterLostConnections prepares every statement of
+// the hot paths, ends all of the store's PostgreSQL connections from
+// another session, and checks that the same calls succeed at once on new
+// connections, with the data intact. database/sql retries a query that
+// meets a closed connection on another one, and prepares the statement
+// there.
+func TestPreparedStatementsAfterLostConnections(t *testing.T) {
+	s, appName, admin := openNamedPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 
 	const user = "user-lost-conn"
 	created, err := s.CreateTodo(ctx, store.Todo{UserID: user, Title: "before"})
@@ -206,34 +280,11 @@ func TestPreparedStatementsAfterLostConnections(t *testing.T) {
 	if err := calls(); err != nil {
 		t.Fatalf("before the connections ended: %v", err)
 	}
+	fillPool(ctx, t, s, 5)
 
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatalf("open admin connection: %v", err)
-	}
-	defer admin.Close()
-	var ended int
-	err = admin.QueryRowContext(ctx, `SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, appName).Scan(&ended)
-	if err != nil {
-		t.Fatalf("end the store's connections: %v", err)
-	}
-	if ended == 0 {
-		t.Fatalf("found no connection with application_name %s to end", appName)
-	}
-
-	// A call that meets an ended connection may fail, as it would without
-	// prepared statements; the pool then drops that connection. With at
-	// most `ended` such connections, the calls succeed within ended+1
-	// rounds.
-	var lastErr error
-	for round := 0; round <= ended; round++ {
-		if lastErr = calls(); lastErr == nil {
-			break
-		}
-		t.Logf("round %d after ending %d connections: %v", round, ended, lastErr)
-	}
-	if lastErr != nil {
-		t.Fatalf("calls still fail after %d rounds: %v", ended+1, lastErr)
+	ended := endConnections(ctx, t, admin, appName)
+	if err := calls(); err != nil {
+		t.Fatalf("after %d connections ended: %v", ended, err)
 	}
 
 	got, err := s.GetTodo(ctx, user, created.ID)
@@ -242,5 +293,20 @@ func TestPreparedStatementsAfterLostConnections(t *testing.T) {
 	}
 	if got.Title != "after" {
 		t.Errorf("title after the updates = %q, want %q", got.Title, "after")
+	}
+}
+
+// TestPingAfterLostConnections checks that one Ping succeeds after the
+// server ended every idle connection of the pool, as readiness checks
+// need: the database itself is up.
+func TestPingAfterLostConnections(t *testing.T) {
+	s, appName, admin := openNamedPostgres(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	fillPool(ctx, t, s, 5)
+	ended := endConnections(ctx, t, admin, appName)
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping after %d idle connections ended = %v, want nil", ended, err)
 	}
 }
