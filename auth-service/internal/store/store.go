@@ -76,6 +76,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.SetMaxOpenConns(maxOpenConns)
 		db.SetMaxIdleConns(maxOpenConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
+		// A lifetime lets statements that a schema change invalidated (see
+		// prepared) go away with their connections.
+		db.SetConnMaxLifetime(30 * time.Minute)
 	}
 
 	if err := db.PingContext(ctx); err != nil {
