@@ -190,11 +190,13 @@ func (s *Store) ListTodos(ctx context.Context, p ListParams) ([]Todo, error) {
 		if !ok {
 			return nil, fmt.Errorf("list todos: cursor id %q is not a UUID: %w", p.After.ID, ErrInvalidArgument)
 		}
-		// Spelled out instead of a row comparison, so both dialects can
-		// use the (user_id, create_time, id) index for it.
-		conditions = append(conditions, "(create_time < ? OR (create_time = ? AND id < ?))")
+		// The OR selects exactly the rows after the cursor, but PostgreSQL
+		// 15 only filters with it, so each page would scan the index over
+		// every newer todo of the user. The redundant create_time <= ?
+		// bounds that scan. SQLite derives a range from the OR itself.
+		conditions = append(conditions, "create_time <= ?", "(create_time < ? OR (create_time = ? AND id < ?))")
 		afterTime := p.After.CreateTime.UnixMicro()
-		args = append(args, afterTime, afterTime, afterID)
+		args = append(args, afterTime, afterTime, afterTime, afterID)
 	}
 	args = append(args, p.Limit)
 
