@@ -645,16 +645,24 @@ func (h *harness) scaleStep(ctx context.Context, auth *systemtest.Service, reade
 	for _, run := range []scaleResult{small, large} {
 		for _, plan := range []struct {
 			query, index string
-			plans        Plans
+			// bound, when set, is a column that the plan's index
+			// condition must name, so that the cursor limits the index
+			// scan instead of filtering its rows.
+			bound string
+			plans Plans
 		}{
-			{"GetTodo", "todos_pkey", run.getPlans},
-			{"ListTodos (page of 20)", "todos_user_create_idx", run.listPlans},
+			{"GetTodo", "todos_pkey", "", run.getPlans},
+			{"ListTodos (page of 20)", "todos_user_create_idx", "", run.listPlans},
+			{fmt.Sprintf("ListTodos (page of 20 after %d todos)", laterPageOffset), "todos_user_create_idx", "create_time", run.laterPlans},
 		} {
 			for _, kind := range []struct{ name, text string }{{"custom", plan.plans.Custom}, {"generic", plan.plans.Generic}} {
 				fmt.Fprintf(h.out, "\nEXPLAIN ANALYZE of %s, %s plan, with %s rows (%d in the table):\n\n```\n%s\n```\n",
 					plan.query, kind.name, run.label, run.count, kind.text)
 				if !strings.Contains(kind.text, plan.index) {
 					t.Errorf("%s %s plan with %s rows does not use %s:\n%s", plan.query, kind.name, run.label, plan.index, kind.text)
+				}
+				if plan.bound != "" && !indexCondNames(kind.text, plan.bound) {
+					t.Errorf("%s %s plan with %s rows has no %s in its index condition:\n%s", plan.query, kind.name, run.label, plan.bound, kind.text)
 				}
 			}
 		}
@@ -663,12 +671,28 @@ func (h *harness) scaleStep(ctx context.Context, auth *systemtest.Service, reade
 }
 
 type scaleResult struct {
-	label     string
-	count     int64
-	rows      []Row
-	getPlans  Plans
-	listPlans Plans
+	label      string
+	count      int64
+	rows       []Row
+	getPlans   Plans
+	listPlans  Plans
+	laterPlans Plans
 }
+
+// indexCondNames reports whether an "Index Cond:" line of plan contains
+// column.
+func indexCondNames(plan, column string) bool {
+	for _, line := range strings.Split(plan, "\n") {
+		if _, cond, ok := strings.Cut(line, "Index Cond:"); ok && strings.Contains(cond, column) {
+			return true
+		}
+	}
+	return false
+}
+
+// laterPageOffset is the position of the cursor todo for the later-page plan
+// of the scale step.
+const laterPageOffset = 60
 
 func (h *harness) scaleRun(ctx context.Context, db *sql.DB, addr string, reader Account, ids []string, label string) scaleResult {
 	t := h.t
@@ -695,6 +719,13 @@ func (h *harness) scaleRun(ctx context.Context, db *sql.DB, addr string, reader 
 		t.Fatal(err)
 	}
 	if res.listPlans, err = ExplainList(ctx, db, reader.ID, 20); err != nil {
+		t.Fatal(err)
+	}
+	afterTime, afterID, err := TodoAt(ctx, db, reader.ID, laterPageOffset-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.laterPlans, err = ExplainListAfter(ctx, db, reader.ID, afterTime, afterID, 20); err != nil {
 		t.Fatal(err)
 	}
 	return res

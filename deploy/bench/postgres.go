@@ -168,6 +168,32 @@ func ExplainList(ctx context.Context, db *sql.DB, userID string, pageSize int) (
 		[]string{"text", "bigint"}, userID, pageSize)
 }
 
+// ExplainListAfter returns the executed plans of the query that
+// todo-service runs for a later page of ListTodos without a filter, the
+// page after the todo at (afterTime, afterID).
+func ExplainListAfter(ctx context.Context, db *sql.DB, userID string, afterTime int64, afterID string, pageSize int) (Plans, error) {
+	return explain(ctx, db, `SELECT `+todoColumns+` FROM todos WHERE user_id = $1 AND create_time <= $2 AND `+
+		`(create_time < $3 OR (create_time = $4 AND id < $5)) ORDER BY create_time DESC, id DESC LIMIT $6`,
+		[]string{"text", "bigint", "bigint", "bigint", "uuid", "bigint"},
+		userID, afterTime, afterTime, afterTime, afterID, pageSize)
+}
+
+// TodoAt returns the create time and id of the todo of userID at position
+// offset (from 0) in ListTodos order, newest first.
+func TodoAt(ctx context.Context, db *sql.DB, userID string, offset int) (int64, string, error) {
+	var (
+		createTime int64
+		id         string
+	)
+	err := db.QueryRowContext(ctx,
+		`SELECT create_time, id FROM todos WHERE user_id = $1 ORDER BY create_time DESC, id DESC OFFSET $2 LIMIT 1`,
+		userID, offset).Scan(&createTime, &id)
+	if err != nil {
+		return 0, "", fmt.Errorf("select todo %d of user %s: %w", offset, userID, err)
+	}
+	return createTime, id, nil
+}
+
 // explain runs EXPLAIN (ANALYZE, BUFFERS) of query with args, whose
 // PostgreSQL types are paramTypes, once with the values bound and once as
 // the generic plan of a prepared statement. Both run on one connection,
