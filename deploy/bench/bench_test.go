@@ -228,13 +228,17 @@ func (h *harness) newMeter(admin *sql.DB, services []*systemtest.Service, databa
 		}
 		pids = append(pids, pid)
 	}
-	names := make([]string, 0, len(databaseURLs))
-	for _, raw := range databaseURLs {
-		u, err := url.Parse(raw)
-		if err != nil {
-			h.t.Fatalf("parse database URL: %v", err)
+	// PostgreSQL's CPU time comes from /proc, so it is measured only when
+	// the server runs on this machine.
+	var names []string
+	if isLocalPostgres(h.serverURL) {
+		for _, raw := range databaseURLs {
+			u, err := url.Parse(raw)
+			if err != nil {
+				h.t.Fatalf("parse database URL: %v", err)
+			}
+			names = append(names, strings.TrimPrefix(u.Path, "/"))
 		}
-		names = append(names, strings.TrimPrefix(u.Path, "/"))
 	}
 	return NewCPUMeter(admin, pids, names)
 }
@@ -500,14 +504,20 @@ func (h *harness) printRatios(rows []Row, serialSign, parallelSign float64) {
 			continue
 		}
 		fmt.Fprintf(h.out, "- %s offline / introspect throughput: %.2fx (target: at least 2x)\n", scenario, off.RPS/in.RPS)
-		offServices, offPostgres, okOff := off.CPUPerCall()
-		inServices, inPostgres, okIn := in.CPUPerCall()
-		if okOff && okIn && offServices+offPostgres > 0 {
-			fmt.Fprintf(h.out, "- %s introspect / offline server CPU per call (services and PostgreSQL): %.2fx (%s µs against %s µs; ghz itself used %s µs and %s µs per call)\n",
-				scenario, float64(inServices+inPostgres)/float64(offServices+offPostgres),
-				micros(inServices+inPostgres), micros(offServices+offPostgres),
-				micros(in.ClientCPU/time.Duration(in.Requests)), micros(off.ClientCPU/time.Duration(off.Requests)))
+		offCPU, okOff := off.CPUPerCall()
+		inCPU, okIn := in.CPUPerCall()
+		if okOff && okIn {
+			offServer, inServer, what := offCPU.Services, inCPU.Services, "services"
+			if offCPU.PostgresMeasured && inCPU.PostgresMeasured {
+				offServer, inServer, what = offServer+offCPU.Postgres, inServer+inCPU.Postgres, "services and PostgreSQL"
+			}
+			if offServer > 0 {
+				fmt.Fprintf(h.out, "- %s introspect / offline server CPU per call (%s): %.2fx (%s µs against %s µs; ghz itself used %s µs and %s µs per call)\n",
+					scenario, what, float64(inServer)/float64(offServer), micros(inServer), micros(offServer),
+					micros(in.ClientCPU/time.Duration(in.Requests)), micros(off.ClientCPU/time.Duration(off.Requests)))
+			}
 		}
+
 	}
 
 	refresh, _ := findRow(rows, "Refresh", "")

@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -26,7 +29,9 @@ type CPUMeter struct {
 }
 
 // NewCPUMeter returns a meter for the processes pids and the PostgreSQL
-// backends of databases, which it lists through admin.
+// backends of databases, which it lists through admin. The backends must
+// run on this machine, because their CPU time comes from /proc. With no
+// databases, the meter leaves PostgreSQL unmeasured.
 func NewCPUMeter(admin *sql.DB, pids []int, databases []string) *CPUMeter {
 	return &CPUMeter{admin: admin, pids: pids, databases: databases}
 }
@@ -41,8 +46,10 @@ type CPUSample struct {
 type CPUUsage struct {
 	// Services is the CPU time of the service processes.
 	Services time.Duration
-	// Postgres is the CPU time of the PostgreSQL backends.
-	Postgres time.Duration
+	// Postgres is the CPU time of the PostgreSQL backends, valid when
+	// PostgresMeasured is true.
+	Postgres         time.Duration
+	PostgresMeasured bool
 }
 
 // Sample reads the CPU times now.
@@ -56,6 +63,9 @@ func (m *CPUMeter) Sample(ctx context.Context) (CPUSample, error) {
 		s.services += t
 	}
 
+	if len(m.databases) == 0 {
+		return s, nil
+	}
 	rows, err := m.admin.QueryContext(ctx,
 		`SELECT pid FROM pg_stat_activity WHERE datname = ANY($1)`, pq.Array(m.databases))
 	if err != nil {
@@ -86,9 +96,28 @@ func (m *CPUMeter) Since(ctx context.Context, before CPUSample) (CPUUsage, error
 	if err != nil {
 		return CPUUsage{}, err
 	}
-	usage := CPUUsage{Services: now.services - before.services}
+	usage := CPUUsage{Services: now.services - before.services, PostgresMeasured: len(m.databases) > 0}
 	for pid, t := range now.backends {
 		usage.Postgres += t - before.backends[pid]
 	}
 	return usage, nil
+}
+
+// isLocalPostgres reports whether the PostgreSQL server at rawURL runs on
+// this machine: a loopback host, or no host, which means the local Unix
+// socket.
+func isLocalPostgres(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "" {
+		host = u.Query().Get("host")
+	}
+	if host == "" || host == "localhost" || strings.HasPrefix(host, "/") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

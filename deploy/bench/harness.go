@@ -35,14 +35,18 @@ type Row struct {
 	CPU *CPUUsage
 }
 
-// CPUPerCall returns the services' and PostgreSQL's CPU time per call of
-// the row, and false when the row has no CPU measurement.
-func (r Row) CPUPerCall() (services, postgres time.Duration, ok bool) {
+// CPUPerCall returns the row's CPU time divided by its request count, and
+// false when the row has no CPU measurement.
+func (r Row) CPUPerCall() (CPUUsage, bool) {
 	if r.CPU == nil || r.Requests == 0 {
-		return 0, 0, false
+		return CPUUsage{}, false
 	}
 	n := time.Duration(r.Requests)
-	return r.CPU.Services / n, r.CPU.Postgres / n, true
+	return CPUUsage{
+		Services:         r.CPU.Services / n,
+		Postgres:         r.CPU.Postgres / n,
+		PostgresMeasured: r.CPU.PostgresMeasured,
+	}, true
 }
 
 // WriteTable writes rows as a Markdown table: requests per second, the
@@ -61,8 +65,11 @@ func WriteTable(w io.Writer, rows []Row) {
 		if r.Requests > 0 {
 			clientCPU = micros(r.ClientCPU / time.Duration(r.Requests))
 		}
-		if services, postgres, ok := r.CPUPerCall(); ok {
-			servicesCPU, postgresCPU = micros(services), micros(postgres)
+		if perCall, ok := r.CPUPerCall(); ok {
+			servicesCPU = micros(perCall.Services)
+			if perCall.PostgresMeasured {
+				postgresCPU = micros(perCall.Postgres)
+			}
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %d | %s | %s | %s |\n",
 			r.Scenario, mode, r.Requests, r.Concurrency, r.RPS, millis(r.P50), millis(r.P95), millis(r.P99), r.Errors,

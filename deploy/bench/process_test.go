@@ -63,3 +63,23 @@ func TestReadCPUTimeGrows(t *testing.T) {
 	}
 	t.Errorf("CPU time grew by less than 50 ms in 20 s of hashing (last digest %x)", sum[:4])
 }
+
+func TestIsLocalPostgres(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want bool
+	}{
+		{"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", true},
+		{"postgres://postgres@localhost/postgres", true},
+		{"postgres://postgres@[::1]:5432/postgres", true},
+		{"postgres:///postgres?host=/var/run/postgresql", true},
+		{"postgres:///postgres", true},
+		{"postgres://postgres@db.example.com:5432/postgres", false},
+		{"postgres://postgres@10.0.0.7/postgres", false},
+		{"postgres://postgres@[::1/postgres", false},
+	} {
+		if got := isLocalPostgres(tc.url); got != tc.want {
+			t.Errorf("isLocalPostgres(%q) = %v, want %v", tc.url, got, tc.want)
+		}
+	}
+}
