@@ -177,8 +177,9 @@ func (s *Store) Close() error {
 // prepared returns the prepared statement for query, written with "?"
 // placeholders, and prepares it on first use. database/sql prepares it again
 // on each pooled connection that runs it, including connections opened
-// after a lost one. Reusing statements spares PostgreSQL the parsing and
-// planning of each query, and lib/pq a round trip per query. Only the
+// after a lost one. Reusing statements spares PostgreSQL the parsing of
+// each query, and lib/pq a round trip per query. PostgreSQL also stops
+// planning each call once it settles on a generic plan. Only the
 // frequent single-statement reads use it, so the cache holds a handful of
 // statements. Queries inside transactions are not prepared.
 //

@@ -217,8 +217,10 @@ func (s *Store) rebind(query string) string {
 // placeholders, and prepares it on first use. database/sql prepares it again
 // on each pooled connection that runs it, so a lost connection costs one
 // new preparation and no error of its own. Reusing statements spares
-// PostgreSQL the parsing and planning of each query, and lib/pq a round
-// trip per query. The cache does not shrink: callers build their queries
+// PostgreSQL the parsing of each query, and lib/pq a round trip per query.
+// PostgreSQL also stops planning each call once it settles on a generic
+// plan, though it keeps planning per call when custom plans look cheaper.
+// The cache does not shrink: callers build their queries
 // from a fixed set of clauses, so it holds a few dozen statements at most.
 //
 // NOTE: A PostgreSQL schema change that alters the type of a column that
