@@ -552,13 +552,28 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		t.Logf("health \"\" returned NOT_SERVING %s after SIGTERM", notServing.Sub(signalTime))
 	}
 
-	var inFlight, failedBefore, unexpected int
-	var firstFailure, firstUnexpected call
+	// The server starts draining no earlier than shutdownDelay after the
+	// signal, because its delay starts when the signal arrives. Calls that
+	// were running at that point test the drain itself.
+	drainStart := signalTime.Add(shutdownDelay)
+	var inFlight, inFlightAtDrain, failedAtDrain, failedBefore, unexpected int
+	var firstFailure, firstUnexpected, firstFailedAtDrain call
 	for _, c := range record.all() {
-		if c.start.Before(signalTime.Add(-signalMargin)) {
-			if c.end.After(signalTime) {
-				inFlight++
+		// In flight counts every call that was running at the signal. The
+		// margin below only excuses failures.
+		if c.start.Before(signalTime) && c.end.After(signalTime) {
+			inFlight++
+		}
+		if shutdownDelay > 0 && c.start.Before(drainStart.Add(-signalMargin)) && c.end.After(drainStart) {
+			inFlightAtDrain++
+			if c.code != codes.OK {
+				if failedAtDrain == 0 {
+					firstFailedAtDrain = c
+				}
+				failedAtDrain++
 			}
+		}
+		if c.start.Before(signalTime.Add(-signalMargin)) {
 			if c.code != codes.OK {
 				if failedBefore == 0 {
 					firstFailure = c
@@ -577,9 +592,13 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 		t.Errorf("%d calls failed with a code other than UNAVAILABLE; first: %v %q, started %s after SIGTERM",
 			unexpected, firstUnexpected.code, firstUnexpected.message, firstUnexpected.start.Sub(signalTime))
 	}
-	t.Logf("%d calls were in flight when SIGTERM was sent", inFlight)
+	t.Logf("%d calls were in flight when SIGTERM was sent, %d when the drain started", inFlight, inFlightAtDrain)
 	if inFlight == 0 {
 		t.Errorf("no call was in flight when SIGTERM was sent; the load is too light to test the drain")
+	}
+	if failedAtDrain > 0 {
+		t.Errorf("%d of %d calls in flight when the drain started failed; first: %v %q",
+			failedAtDrain, inFlightAtDrain, firstFailedAtDrain.code, firstFailedAtDrain.message)
 	}
 	if failedBefore > 0 {
 		t.Errorf("%d calls started before SIGTERM failed; first: %v %q, started %s before the signal",
