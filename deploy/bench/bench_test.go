@@ -507,13 +507,13 @@ func (h *harness) printRatios(rows []Row, serialSign, parallelSign float64) {
 		offCPU, okOff := off.CPUPerCall()
 		inCPU, okIn := in.CPUPerCall()
 		if okOff && okIn {
-			offServer, inServer, what := offCPU.Services, inCPU.Services, "services"
+			offServer, inServer, measuredParts := offCPU.Services, inCPU.Services, "services"
 			if offCPU.PostgresMeasured && inCPU.PostgresMeasured {
-				offServer, inServer, what = offServer+offCPU.Postgres, inServer+inCPU.Postgres, "services and PostgreSQL"
+				offServer, inServer, measuredParts = offServer+offCPU.Postgres, inServer+inCPU.Postgres, "services and PostgreSQL"
 			}
 			if offServer > 0 {
 				fmt.Fprintf(h.out, "- %s introspect / offline server CPU per call (%s): %.2fx (%s µs against %s µs; ghz itself used %s µs and %s µs per call)\n",
-					scenario, what, float64(inServer)/float64(offServer), micros(inServer), micros(offServer),
+					scenario, measuredParts, float64(inServer)/float64(offServer), micros(inServer), micros(offServer),
 					micros(in.ClientCPU/time.Duration(in.Requests)), micros(off.ClientCPU/time.Duration(off.Requests)))
 			}
 		}

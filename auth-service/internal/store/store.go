@@ -152,8 +152,9 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Ping checks that the database responds. database/sql retries a dead
 // pooled connection while it acquires one, but not when the ping itself
 // fails on it, so after the server ended idle connections each of them
-// would fail one ping. Ping tries again, on the next connection, while the
-// ping fails with driver.ErrBadConn, at most once per pooled connection.
+// would fail one ping. Ping tries again while the ping fails with
+// driver.ErrBadConn, up to maxOpenConns+1 attempts, one more than the pool
+// can hold.
 func (s *Store) Ping(ctx context.Context) error {
 	var err error
 	for range maxOpenConns + 1 {
